@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/killfeed/killfeed/feedsvc"
+	"github.com/killfeed/killfeed/internal/broker"
+	"github.com/killfeed/killfeed/internal/topics"
+	"github.com/killfeed/killfeed/offsets"
+)
+
+// serveCmd runs the feed service.
+type serveCmd struct {
+	Listen             string        `help:"HTTP address serving Connect, gRPC, gRPC-Web and REST." default:"127.0.0.1:8080" env:"KILLFEED_LISTEN"`
+	Brokers            []string      `help:"Kafka seed brokers. Empty: run the embedded broker." env:"KILLFEED_BROKERS"`
+	DataDir            string        `help:"Embedded broker's data directory (survives restarts)." default:"killfeed-data" env:"KILLFEED_DATA_DIR"`
+	KafkaListen        string        `help:"Embedded broker's Kafka address, for kcat and other producers." default:"127.0.0.1:9092" env:"KILLFEED_KAFKA_LISTEN"`
+	Topic              string        `help:"Killmails topic." default:"killmails" env:"KILLFEED_TOPIC"`
+	OffsetsTopic       string        `help:"Compacted topic holding clients' positions." default:"killfeed-offsets" env:"KILLFEED_OFFSETS_TOPIC"`
+	Partitions         int32         `help:"Partitions of the killmails topic when it is created." default:"16" env:"KILLFEED_PARTITIONS"`
+	Retention          time.Duration `help:"Kafka retention of killmails (retention.ms) when the topic is created." default:"48h" env:"KILLFEED_RETENTION"`
+	RetentionBytes     int64         `help:"Kafka size bound per partition (retention.bytes) when the topic is created; -1 for none." default:"-1" env:"KILLFEED_RETENTION_BYTES"`
+	OffsetsRetention   time.Duration `help:"Idle time after which a client's positions expire." default:"168h" env:"KILLFEED_OFFSETS_RETENTION"`
+	MaxEventsPerSystem int           `help:"Events held in memory per system; older ones are read from Kafka when needed." default:"10000" env:"KILLFEED_MAX_EVENTS_PER_SYSTEM"`
+	MaxSystems         int           `help:"Most systems in one request." default:"1000" env:"KILLFEED_MAX_SYSTEMS"`
+	TrimConsumed       bool          `help:"Delete records every client has consumed (DeleteRecords), like the seeds' GC." env:"KILLFEED_TRIM_CONSUMED"`
+	SyncPositions      *bool         `help:"Catch up with other replicas' commits before each request (default: on with --brokers, off embedded)." env:"KILLFEED_SYNC_POSITIONS"`
+}
+
+// Run starts the broker (if embedded), the positions store, the feed service
+// and the HTTP server, and stops them in reverse order on SIGINT/SIGTERM.
+func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
+	brokers := c.Brokers
+	if len(brokers) == 0 {
+		b, err := broker.Start(broker.Options{Listen: c.KafkaListen, DataDir: c.DataDir, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		brokers = []string{b.Addr()}
+	}
+	sync := len(c.Brokers) > 0
+	if c.SyncPositions != nil {
+		sync = *c.SyncPositions
+	}
+
+	if err := c.ensureTopic(ctx, brokers); err != nil {
+		return err
+	}
+	store, err := offsets.Open(ctx, brokers, offsets.Options{Topic: c.OffsetsTopic, Retention: c.OffsetsRetention, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	svc, err := feedsvc.New(ctx, store, feedsvc.Options{
+		Brokers:              brokers,
+		Topic:                c.Topic,
+		MaxEventsPerSystem:   c.MaxEventsPerSystem,
+		MaxSystemsPerRequest: c.MaxSystems,
+		SyncPositions:        sync,
+		TrimConsumed:         c.TrimConsumed,
+		Logger:               log,
+	})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", c.Listen, err)
+	}
+	srv := feedsvc.NewHTTPServer(c.Listen, svc.Handler())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("killfeed serving", "addr", "http://"+ln.Addr().String(), "brokers", brokers, "topic", c.Topic, "sync_positions", sync)
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving HTTP: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("killfeed shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Close ends the streams; Shutdown then waits for in-flight requests,
+	// whose commits complete before they answer.
+	svc.Close()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("HTTP shutdown", "err", err)
+	}
+	log.Info("killfeed stopped")
+	return nil
+}
+
+func (c *serveCmd) ensureTopic(ctx context.Context, brokers []string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return fmt.Errorf("connecting to Kafka: %w", err)
+	}
+	defer cl.Close()
+	_, err = topics.EnsureKillmails(ctx, kadm.NewClient(cl), topics.Killmails{
+		Name: c.Topic, Partitions: c.Partitions, Retention: c.Retention, RetentionBytes: c.RetentionBytes,
+	})
+	return err
+}

@@ -1,0 +1,62 @@
+package feedsvc
+
+import (
+	"sync/atomic"
+
+	"github.com/killfeed/killfeed/internal/topics"
+)
+
+// partitionBits is how many low bits of an event id hold the partition.
+const partitionBits = 10
+
+// Check at compile time that every allowed partition fits in partitionBits.
+var _ = [1]struct{}{}[topics.MaxPartitions>>partitionBits-1]
+
+// eventID packs a Kafka position into an event id.
+func eventID(partition int32, offset int64) int64 {
+	return offset<<partitionBits | int64(partition)
+}
+
+// splitEventID undoes eventID.
+func splitEventID(id int64) (partition int32, offset int64) {
+	return int32(id & (1<<partitionBits - 1)), id >> partitionBits
+}
+
+// event is one killmail held in memory. It is immutable once stored, apart
+// from the lazily built protobuf form.
+type event struct {
+	system    int64
+	partition int32
+	offset    int64
+	// timeMS is the record's Kafka timestamp, the order of Poll across
+	// partitions.
+	timeMS int64
+	// json is the killmail exactly as stored in Kafka.
+	json []byte
+	// wire caches the killmail as google.protobuf.Struct wire bytes, built
+	// on first use by a protobuf (gRPC, Connect proto) client.
+	wire atomic.Pointer[[]byte]
+}
+
+func (e *event) id() int64 { return eventID(e.partition, e.offset) }
+
+// before orders events for delivery: by time, then by id.
+func (e *event) before(o *event) bool {
+	if e.timeMS != o.timeMS {
+		return e.timeMS < o.timeMS
+	}
+	return e.id() < o.id()
+}
+
+// structWire returns the killmail as Struct wire bytes, building them once.
+func (e *event) structWire() ([]byte, error) {
+	if w := e.wire.Load(); w != nil {
+		return *w, nil
+	}
+	w, err := jsonToStructWire(e.json)
+	if err != nil {
+		return nil, err
+	}
+	e.wire.Store(&w)
+	return w, nil
+}

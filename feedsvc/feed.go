@@ -1,0 +1,48 @@
+package feedsvc
+
+import (
+	"context"
+	"fmt"
+)
+
+// fetch serves a Poll (or a Next, with limit 1): the client's events after
+// its positions and, in automatic mode, the commit of the new positions. The
+// commit is durable before the events are returned, so a restarted service
+// never delivers them again; if it fails, nothing is returned.
+func (s *Service) fetch(ctx context.Context, req request) (readResult, error) {
+	unlock := s.locks.lock(req.client)
+	defer unlock()
+	if s.opts.SyncPositions {
+		if err := s.store.Sync(ctx); err != nil {
+			return readResult{}, fmt.Errorf("catching up with other replicas' positions: %w", err)
+		}
+	}
+	res, err := s.read(ctx, req.systems, s.positions(req.client, req.systems), req.limit, s.opts.MaxResponseBytes)
+	if err != nil {
+		return readResult{}, err
+	}
+	if req.auto {
+		if err := s.store.Commit(ctx, req.client, res.commits()); err != nil {
+			return readResult{}, err
+		}
+	}
+	if err := s.store.Touch(ctx, req.client); err != nil {
+		s.log.Warn("refreshing client activity", "client_id", req.client, "err", err)
+	}
+	return res, nil
+}
+
+// positions returns a client's positions in the given systems.
+func (s *Service) positions(client string, systems []int64) map[sysPart]int64 {
+	want := make(map[int64]struct{}, len(systems))
+	for _, sys := range systems {
+		want[sys] = struct{}{}
+	}
+	out := map[sysPart]int64{}
+	for _, p := range s.store.Positions(client) {
+		if _, ok := want[p.SystemID]; ok {
+			out[sysPart{p.SystemID, p.Partition}] = p.Offset
+		}
+	}
+	return out
+}

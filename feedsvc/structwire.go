@@ -1,0 +1,228 @@
+package feedsvc
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// jsonToStructWire transcodes a JSON object into the protobuf wire form of
+// google.protobuf.Struct, in one pass and without building Go values, so a
+// killmail stored as JSON can be sent to protobuf clients cheaply. Member
+// order is kept; numbers become doubles, as Struct defines them.
+func jsonToStructWire(data []byte) ([]byte, error) {
+	d := structDecoder{data: data}
+	d.skipSpace()
+	if d.i >= len(d.data) || d.data[d.i] != '{' {
+		return nil, errors.New("killmail is not a JSON object")
+	}
+	out, err := d.object(make([]byte, 0, len(data)+len(data)/2))
+	if err != nil {
+		return nil, fmt.Errorf("transcoding killmail to protobuf: %w", err)
+	}
+	if d.skipSpace(); d.i != len(d.data) {
+		return nil, fmt.Errorf("transcoding killmail to protobuf: trailing data at byte %d", d.i)
+	}
+	return out, nil
+}
+
+type structDecoder struct {
+	data []byte
+	i    int
+}
+
+func (d *structDecoder) skipSpace() {
+	for d.i < len(d.data) {
+		switch d.data[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+func (d *structDecoder) errorf(format string, args ...any) error {
+	return fmt.Errorf("byte %d: "+format, append([]any{d.i}, args...)...)
+}
+
+// nested appends field num (length-delimited) holding whatever fill appends.
+// The length prefix is inserted after the content is known.
+func nested(b []byte, num protowire.Number, fill func([]byte) ([]byte, error)) ([]byte, error) {
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	start := len(b)
+	b, err := fill(b)
+	if err != nil {
+		return nil, err
+	}
+	n := len(b) - start
+	k := protowire.SizeVarint(uint64(n))
+	b = append(b, make([]byte, k)...)
+	copy(b[start+k:], b[start:start+n])
+	protowire.AppendVarint(b[start:start], uint64(n))
+	return b, nil
+}
+
+// object appends the content of a Struct: one map entry (field 1) per member.
+func (d *structDecoder) object(b []byte) ([]byte, error) {
+	d.i++ // '{'
+	d.skipSpace()
+	if d.i < len(d.data) && d.data[d.i] == '}' {
+		d.i++
+		return b, nil
+	}
+	for {
+		d.skipSpace()
+		key, err := d.str()
+		if err != nil {
+			return nil, err
+		}
+		d.skipSpace()
+		if d.i >= len(d.data) || d.data[d.i] != ':' {
+			return nil, d.errorf("want ':' after object key")
+		}
+		d.i++
+		b, err = nested(b, 1, func(b []byte) ([]byte, error) {
+			b = protowire.AppendTag(b, 1, protowire.BytesType)
+			b = protowire.AppendBytes(b, key)
+			return nested(b, 2, d.value)
+		})
+		if err != nil {
+			return nil, err
+		}
+		d.skipSpace()
+		if d.i >= len(d.data) {
+			return nil, d.errorf("unterminated object")
+		}
+		switch d.data[d.i] {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return b, nil
+		default:
+			return nil, d.errorf("want ',' or '}' in object")
+		}
+	}
+}
+
+// list appends the content of a ListValue: one Value (field 1) per element.
+func (d *structDecoder) list(b []byte) ([]byte, error) {
+	d.i++ // '['
+	d.skipSpace()
+	if d.i < len(d.data) && d.data[d.i] == ']' {
+		d.i++
+		return b, nil
+	}
+	for {
+		var err error
+		if b, err = nested(b, 1, d.value); err != nil {
+			return nil, err
+		}
+		d.skipSpace()
+		if d.i >= len(d.data) {
+			return nil, d.errorf("unterminated array")
+		}
+		switch d.data[d.i] {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return b, nil
+		default:
+			return nil, d.errorf("want ',' or ']' in array")
+		}
+	}
+}
+
+// value appends the content of a google.protobuf.Value.
+func (d *structDecoder) value(b []byte) ([]byte, error) {
+	d.skipSpace()
+	if d.i >= len(d.data) {
+		return nil, d.errorf("unexpected end of JSON")
+	}
+	switch c := d.data[d.i]; {
+	case c == '{':
+		return nested(b, 5, d.object)
+	case c == '[':
+		return nested(b, 6, d.list)
+	case c == '"':
+		s, err := d.str()
+		if err != nil {
+			return nil, err
+		}
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		return protowire.AppendBytes(b, s), nil
+	case d.literal("true"):
+		return append(protowire.AppendTag(b, 4, protowire.VarintType), 1), nil
+	case d.literal("false"):
+		return append(protowire.AppendTag(b, 4, protowire.VarintType), 0), nil
+	case d.literal("null"):
+		return append(protowire.AppendTag(b, 1, protowire.VarintType), 0), nil
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := d.i
+		for d.i < len(d.data) && isNumberByte(d.data[d.i]) {
+			d.i++
+		}
+		f, err := strconv.ParseFloat(string(d.data[start:d.i]), 64)
+		if err != nil {
+			return nil, d.errorf("bad number %q", d.data[start:d.i])
+		}
+		b = protowire.AppendTag(b, 2, protowire.Fixed64Type)
+		return binary.LittleEndian.AppendUint64(b, math.Float64bits(f)), nil
+	default:
+		return nil, d.errorf("unexpected %q", c)
+	}
+}
+
+func isNumberByte(c byte) bool {
+	return c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'
+}
+
+func (d *structDecoder) literal(word string) bool {
+	if len(d.data)-d.i >= len(word) && string(d.data[d.i:d.i+len(word)]) == word {
+		d.i += len(word)
+		return true
+	}
+	return false
+}
+
+// str reads a JSON string and returns its value as valid UTF-8 (protobuf
+// strings must be). Strings without escapes, nearly all of a killmail's, are
+// returned without copying.
+func (d *structDecoder) str() ([]byte, error) {
+	if d.i >= len(d.data) || d.data[d.i] != '"' {
+		return nil, d.errorf("want a string")
+	}
+	start := d.i
+	escaped := false
+	for d.i++; d.i < len(d.data); d.i++ {
+		switch d.data[d.i] {
+		case '\\':
+			escaped = true
+			d.i++
+		case '"':
+			d.i++
+			raw := d.data[start:d.i]
+			if !escaped {
+				s := raw[1 : len(raw)-1]
+				if !utf8.Valid(s) {
+					return []byte(string([]rune(string(s)))), nil
+				}
+				return s, nil
+			}
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return nil, d.errorf("bad string: %v", err)
+			}
+			return []byte(s), nil
+		}
+	}
+	return nil, d.errorf("unterminated string")
+}
