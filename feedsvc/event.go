@@ -31,6 +31,10 @@ type event struct {
 	// timeMS is the record's Kafka timestamp, the order of Poll across
 	// partitions.
 	timeMS int64
+	// seq is the order in which this process's tail read the event. It
+	// breaks ties between events of one millisecond on different
+	// partitions, which Kafka's timestamps cannot order.
+	seq uint64
 	// json is the killmail exactly as stored in Kafka.
 	json []byte
 	// wire caches the killmail as google.protobuf.Struct wire bytes, built
@@ -40,10 +44,13 @@ type event struct {
 
 func (e *event) id() int64 { return eventID(e.partition, e.offset) }
 
-// before orders events for delivery: by time, then by id.
+// before orders events for delivery: by time, then by arrival.
 func (e *event) before(o *event) bool {
 	if e.timeMS != o.timeMS {
 		return e.timeMS < o.timeMS
+	}
+	if e.seq != o.seq {
+		return e.seq < o.seq
 	}
 	return e.id() < o.id()
 }

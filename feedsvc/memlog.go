@@ -53,6 +53,8 @@ type memory struct {
 	// bySystem lists the partitions a system has records on (almost always
 	// one), so reads need not scan every partition.
 	bySystem map[int64][]int32
+	// seq numbers events in the order they were read.
+	seq uint64
 }
 
 func newMemory(maxPerSystem int) *memory {
@@ -78,6 +80,8 @@ func (m *memory) startPartitionLocked(p int32, logStart int64) *partState {
 func (m *memory) appendLocked(e *event) {
 	ps := m.startPartitionLocked(e.partition, e.offset)
 	ps.next = e.offset + 1
+	m.seq++
+	e.seq = m.seq
 	k := sysPart{e.system, e.partition}
 	l := m.logs[k]
 	if l == nil {

@@ -1,0 +1,249 @@
+package feedsvc
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	killfeedv1 "github.com/killfeed/killfeed/proto/killfeed/v1"
+)
+
+func TestConnectBadRequestsAreInvalidArgumentNamingTheField(t *testing.T) {
+	e := newTestEnv(t, Options{MaxSystemsPerRequest: 3})
+	e.produce(jita)
+	cases := []struct {
+		name  string
+		req   *killfeedv1.PollRequest
+		field string
+	}{
+		{"empty client_id", &killfeedv1.PollRequest{SystemIds: []int64{jita}}, "client_id"},
+		{"300-char client_id", &killfeedv1.PollRequest{ClientId: strings.Repeat("é", 300), SystemIds: []int64{jita}}, "client_id"},
+		{"no systems", &killfeedv1.PollRequest{ClientId: "c"}, "system_ids"},
+		{"negative system", &killfeedv1.PollRequest{ClientId: "c", SystemIds: []int64{-1}}, "system_ids"},
+		{"too many systems", &killfeedv1.PollRequest{ClientId: "c", SystemIds: []int64{1, 2, 3, 4}}, "system_ids"},
+		{"limit out of range", &killfeedv1.PollRequest{ClientId: "c", SystemIds: []int64{jita}, Limit: 10001}, "limit"},
+		{"negative limit", &killfeedv1.PollRequest{ClientId: "c", SystemIds: []int64{jita}, Limit: -5}, "limit"},
+		{"unknown commit mode", &killfeedv1.PollRequest{ClientId: "c", SystemIds: []int64{jita}, CommitMode: 9}, "commit_mode"},
+	}
+	for _, p := range protocols {
+		c := e.client(p.http(), p.opts...)
+		for _, tc := range cases {
+			t.Run(p.name+"/"+tc.name, func(t *testing.T) {
+				_, err := c.Poll(context.Background(), connect.NewRequest(tc.req))
+				if connect.CodeOf(err) != connect.CodeInvalidArgument {
+					t.Fatalf("code %v (%v), want invalid_argument", connect.CodeOf(err), err)
+				}
+				var ce *connect.Error
+				if !errors.As(err, &ce) || !strings.HasPrefix(ce.Message(), tc.field+":") {
+					t.Errorf("message %q does not name %q", err, tc.field)
+				}
+			})
+		}
+	}
+	if ps := e.store.Positions("c"); len(ps) != 0 {
+		t.Fatalf("bad requests changed positions: %v", ps)
+	}
+}
+
+func TestRestartKeepsPositions(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	c := e.client(h2cClient(), connect.WithGRPC())
+	e.produce(jita)
+	e.produce(jita)
+	if n := len(poll(t, c, "keeper", jita).Events); n != 2 {
+		t.Fatalf("first poll: %d events", n)
+	}
+	want := killmailID(t, e.produce(jita))
+
+	e.restart()
+	c = e.client(h2cClient(), connect.WithGRPC())
+	ids := killmailIDs(t, poll(t, c, "keeper", jita).Events)
+	if !equalIDs(ids, []int64{want}) {
+		t.Fatalf("after restart got %v, want only the unread %d", ids, want)
+	}
+	if n := len(poll(t, c, "keeper", jita).Events); n != 0 {
+		t.Fatalf("after restart, second poll: %d events", n)
+	}
+}
+
+func TestPollLimitSaysMoreRemainAndContinues(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	c := e.client(http1Client(), connect.WithProtoJSON())
+	var want []int64
+	for range 5 {
+		want = append(want, killmailID(t, e.produce(jita)))
+	}
+	var got []int64
+	for range 3 {
+		resp, err := c.Poll(context.Background(), connect.NewRequest(&killfeedv1.PollRequest{ClientId: "l", SystemIds: []int64{jita}, Limit: 2}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, killmailIDs(t, resp.Msg.Events)...)
+		if wantMore := len(got) < 5; resp.Msg.More != wantMore {
+			t.Errorf("after %d events more=%v, want %v", len(got), resp.Msg.More, wantMore)
+		}
+	}
+	if !equalIDs(got, want) {
+		t.Fatalf("paged polls got %v, want %v", got, want)
+	}
+}
+
+func TestPollOrdersSystemsOnDifferentPartitionsByIngestTime(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	systems := []int64{jita, amarr, wh, 30002659, 30002510, 30002053}
+	var want []int64
+	for i := range 30 {
+		want = append(want, killmailID(t, e.produce(systems[i%len(systems)])))
+	}
+	parts := map[int32]bool{}
+	for _, evID := range poll(t, e.client(http1Client(), connect.WithProtoJSON()), "order", systems...).Events {
+		p, _ := splitEventID(evID.EventId)
+		parts[p] = true
+	}
+	if len(parts) < 2 {
+		t.Fatalf("test systems all landed on one partition; pick others")
+	}
+	got := killmailIDs(t, poll(t, e.client(http1Client(), connect.WithProtoJSON()), "order2", systems...).Events)
+	if !equalIDs(got, want) {
+		t.Fatalf("got %v\nwant %v (ingest order)", got, want)
+	}
+}
+
+// Memory holds MaxEventsPerSystem events per system; a client further
+// behind is served the older ones from Kafka, in order, with nothing lost.
+func TestClientBehindMemoryIsServedFromKafka(t *testing.T) {
+	e := newTestEnv(t, Options{MaxEventsPerSystem: 3})
+	c := e.client(h2cClient())
+	first := killmailID(t, e.produce(jita))
+	poll(t, c, "slow", jita) // position after the first event
+	var want []int64
+	for range 10 {
+		want = append(want, killmailID(t, e.produce(jita)))
+	}
+	e.produce(amarr)
+	if n, _ := e.svc.mem.stats(); n > 4 {
+		t.Fatalf("memory holds %d events, want at most 3 per system", n)
+	}
+	got := killmailIDs(t, poll(t, c, "slow", jita).Events)
+	if !equalIDs(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// A new client gets everything retained, not just what memory holds.
+	got = killmailIDs(t, poll(t, c, "new", jita).Events)
+	if !equalIDs(got, append([]int64{first}, want...)) {
+		t.Fatalf("new client got %v", got)
+	}
+}
+
+func TestMalformedRecordsAreSkippedAndCounted(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	good1 := killmailID(t, e.produce(jita))
+	e.produceRaw([]byte("30000142"), []byte("not json"))
+	e.produceRaw([]byte("30000142"), []byte(`[1,2,3]`))
+	e.produceRaw([]byte("jita"), []byte(`{"killmail_id":1}`))
+	e.produceRaw(nil, []byte(`{"killmail_id":2}`))
+	e.produceRaw([]byte("-5"), []byte(`{"killmail_id":3}`))
+	good2 := killmailID(t, e.produce(jita))
+	if got := e.svc.Skipped(); got != 5 {
+		t.Errorf("skipped %d records, want 5", got)
+	}
+	got := killmailIDs(t, poll(t, e.client(h2cClient(), connect.WithGRPC()), "m", jita).Events)
+	if !equalIDs(got, []int64{good1, good2}) {
+		t.Fatalf("got %v, want the two good killmails", got)
+	}
+}
+
+// applyRetention changes the killmails topic's retention.ms and applies it.
+func (e *testEnv) applyRetention(ms int) {
+	e.t.Helper()
+	ctx := context.Background()
+	v := strconv.Itoa(ms)
+	resp, err := e.adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &v}}, testTopic)
+	if err == nil {
+		_, err = resp.On(testTopic, nil)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	time.Sleep(time.Duration(ms+5) * time.Millisecond) // let every record age past it
+	e.cluster.ApplyRetention()
+	if err := e.svc.RefreshRetention(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// The seeds' GC test, Kafka style: retention removes old events from Kafka
+// and from memory, and a client behind them is told what it lost, then
+// continues from the oldest retained event.
+func TestRetentionRemovesEventsAndReportsTheLoss(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	c := e.client(http1Client(), connect.WithProtoJSON())
+	e.produce(jita)
+	poll(t, c, "behind", jita) // position after the first event
+	for range 3 {
+		e.produce(jita)
+	}
+	e.applyRetention(1) // every record is older than 1 ms
+	if n, _ := e.svc.mem.stats(); n != 0 {
+		t.Fatalf("memory still holds %d events after retention", n)
+	}
+	after := killmailID(t, e.produce(jita))
+
+	resp := poll(t, c, "behind", jita)
+	if len(resp.Gaps) != 1 {
+		t.Fatalf("gaps %v, want one for Jita", resp.Gaps)
+	}
+	g := resp.Gaps[0]
+	if g.SystemId != jita || g.LostEvents != 3 || g.FromEventId >= g.ToEventId {
+		t.Fatalf("gap %+v, want system %d, 3 lost, from < to", g, jita)
+	}
+	if ids := killmailIDs(t, resp.Events); !equalIDs(ids, []int64{after}) {
+		t.Fatalf("after the gap got %v, want %v", ids, after)
+	}
+	if resp.Events[0].EventId < g.ToEventId {
+		t.Fatalf("event %d is before the gap's end %d", resp.Events[0].EventId, g.ToEventId)
+	}
+	// Reported once: the position moved past the gap.
+	if again := poll(t, c, "behind", jita); len(again.Gaps) != 0 {
+		t.Fatalf("gap reported again: %v", again.Gaps)
+	}
+	// A client that never read Jita lost nothing it was owed.
+	if fresh := poll(t, c, "fresh", jita); len(fresh.Gaps) != 0 || len(fresh.Events) != 1 {
+		t.Fatalf("fresh client: %d gaps, %d events", len(fresh.Gaps), len(fresh.Events))
+	}
+}
+
+// The seeds' min-offset GC: with TrimConsumed, records every client has
+// consumed are deleted; records some client still needs are kept.
+func TestTrimConsumedDeletesOnlyWhatEveryClientRead(t *testing.T) {
+	e := newTestEnv(t, Options{TrimConsumed: true})
+	c := e.client(http1Client(), connect.WithProtoJSON())
+	e.produce(jita)
+	e.produce(jita)
+	poll(t, c, "fast", jita)
+	poll(t, c, "slow", jita)
+	need := killmailID(t, e.produce(jita))
+	poll(t, c, "fast", jita) // slow has not read the third
+
+	if err := e.svc.TrimConsumed(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := e.svc.mem.stats(); n != 1 {
+		t.Fatalf("memory holds %d events after trim, want 1 (the one slow needs)", n)
+	}
+	resp := poll(t, c, "slow", jita)
+	if ids := killmailIDs(t, resp.Events); !equalIDs(ids, []int64{need}) || len(resp.Gaps) != 0 {
+		t.Fatalf("slow got %v with gaps %v, want %d and no loss", ids, resp.Gaps, need)
+	}
+	// A newcomer only sees what is retained.
+	if n := len(poll(t, c, "newcomer", jita).Events); n != 1 {
+		t.Fatalf("newcomer got %d events, want 1", n)
+	}
+}
