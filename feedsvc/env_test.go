@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ type testEnv struct {
 	svc     *Service
 	srv     *http.Server
 	url     string
-	nextKM  int64
+	nextKM  atomic.Int64
 }
 
 const testTopic = "killmails"
@@ -45,7 +46,8 @@ func newTestEnv(t *testing.T, opts Options) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
-	e := &testEnv{t: t, cluster: c, brokers: c.ListenAddrs(), nextKM: 100000000}
+	e := &testEnv{t: t, cluster: c, brokers: c.ListenAddrs()}
+	e.nextKM.Store(100000000)
 	e.prod, err = kgo.NewClient(kgo.SeedBrokers(e.brokers...), kgo.ProducerLinger(0))
 	if err != nil {
 		t.Fatal(err)
@@ -106,9 +108,25 @@ func (e *testEnv) restart() {
 // It returns the killmail's JSON as stored.
 func (e *testEnv) produce(system int64) []byte {
 	e.t.Helper()
-	e.nextKM++
-	km := fmt.Appendf(nil, `{"killmail_id":%d,"killmail_time":"2026-11-24T04:00:00Z","solar_system_id":%d,"victim":{"ship_type_id":587,"damage_taken":1234},"attackers":[{"character_id":2112345678,"final_blow":true}],"zkb":{"locationID":50014064,"hash":"abc","totalValue":12345678.9,"points":1,"npc":false,"solo":true,"awox":false}}`, e.nextKM, system)
+	km := e.newKillmail(system)
 	e.produceRaw(killmail.Key(system), km)
+	return km
+}
+
+// newKillmail returns a small killmail with a fresh id.
+func (e *testEnv) newKillmail(system int64) []byte {
+	return fmt.Appendf(nil, `{"killmail_id":%d,"killmail_time":"2026-11-24T04:00:00Z","solar_system_id":%d,"victim":{"ship_type_id":587,"damage_taken":1234},"attackers":[{"character_id":2112345678,"final_blow":true}],"zkb":{"locationID":50014064,"hash":"abc","totalValue":12345678.9,"points":1,"npc":false,"solo":true,"awox":false}}`, e.nextKM.Add(1), system)
+}
+
+// produceNoWait writes a killmail without waiting for the service, which may
+// be restarting.
+func (e *testEnv) produceNoWait(system int64) []byte {
+	e.t.Helper()
+	km := e.newKillmail(system)
+	r := &kgo.Record{Topic: testTopic, Key: killmail.Key(system), Value: km}
+	if err := e.prod.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+		e.t.Error(err)
+	}
 	return km
 }
 

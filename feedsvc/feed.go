@@ -2,7 +2,6 @@ package feedsvc
 
 import (
 	"context"
-	"fmt"
 )
 
 // fetch serves a Poll (or a Next, with limit 1): the client's events after
@@ -12,10 +11,8 @@ import (
 func (s *Service) fetch(ctx context.Context, req request) (readResult, error) {
 	unlock := s.locks.lock(req.client)
 	defer unlock()
-	if s.opts.SyncPositions {
-		if err := s.store.Sync(ctx); err != nil {
-			return readResult{}, fmt.Errorf("catching up with other replicas' positions: %w", err)
-		}
+	if err := s.syncIfReplicated(ctx); err != nil {
+		return readResult{}, err
 	}
 	res, err := s.read(ctx, req.systems, s.positions(req.client, req.systems), req.limit, s.opts.MaxResponseBytes)
 	if err != nil {

@@ -48,6 +48,9 @@ type Options struct {
 	// MaintainEvery is how often log start offsets are refreshed (and
 	// consumed records trimmed). Default 30s.
 	MaintainEvery time.Duration
+	// Heartbeat is how often an idle Subscribe stream gets a heartbeat,
+	// unless the request asks otherwise. Default 15s.
+	Heartbeat time.Duration
 	// Logger receives lifecycle lines. Default: discard.
 	Logger *slog.Logger
 }
@@ -73,6 +76,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaintainEvery == 0 {
 		o.MaintainEvery = 30 * time.Second
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = 15 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
