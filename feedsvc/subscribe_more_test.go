@@ -125,6 +125,7 @@ func TestPositionsAPI(t *testing.T) {
 	c := e.client(h2cClient(), connect.WithGRPC())
 	ctx := context.Background()
 	e.produce(jita)
+	time.Sleep(5 * time.Millisecond) // Kafka timestamps are milliseconds
 	before := time.Now()
 	time.Sleep(5 * time.Millisecond)
 	second := killmailID(t, e.produce(jita))
