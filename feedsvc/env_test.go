@@ -1,11 +1,14 @@
 package feedsvc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,6 +38,25 @@ type testEnv struct {
 	srv     *http.Server
 	url     string
 	nextKM  atomic.Int64
+	logs    syncBuffer
+}
+
+// syncBuffer collects the service's log, shown when a test fails.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 const testTopic = "killmails"
@@ -59,6 +81,12 @@ func newTestEnv(t *testing.T, opts Options) *testEnv {
 	}
 	opts.Brokers = e.brokers
 	opts.Topic = testTopic
+	opts.Logger = slog.New(slog.NewTextHandler(&e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("service log:\n%s", e.logs.String())
+		}
+	})
 	e.opts = opts
 	e.start()
 	return e

@@ -2,6 +2,8 @@ package feedsvc
 
 import (
 	"context"
+
+	"github.com/killfeed/killfeed/offsets"
 )
 
 // fetch serves a Poll (or a Next, with limit 1): the client's events after
@@ -19,7 +21,7 @@ func (s *Service) fetch(ctx context.Context, req request) (readResult, error) {
 		return readResult{}, err
 	}
 	if req.auto {
-		if err := s.store.Commit(ctx, req.client, res.commits()); err != nil {
+		if err := s.commitForward(ctx, req.client, res.next); err != nil {
 			return readResult{}, err
 		}
 	}
@@ -42,4 +44,28 @@ func (s *Service) positions(client string, systems []int64) map[sysPart]int64 {
 		}
 	}
 	return out
+}
+
+// commitForward commits the positions in next that are ahead of the
+// client's committed ones. Positions only move forward this way, so a late
+// commit (an out-of-order explicit Commit, or a stream that was replaced
+// while sending) never makes a client read events again. The caller holds
+// the client's lock.
+func (s *Service) commitForward(ctx context.Context, client string, next map[sysPart]int64) error {
+	if len(next) == 0 {
+		return nil
+	}
+	systems := make([]int64, 0, len(next))
+	for k := range next {
+		systems = append(systems, k.system)
+	}
+	current := s.positions(client, systems)
+	var ps []offsets.Position
+	for k, o := range next {
+		if cur, ok := current[k]; ok && cur >= o {
+			continue
+		}
+		ps = append(ps, offsets.Position{SystemID: k.system, Partition: k.partition, Offset: o})
+	}
+	return s.store.Commit(ctx, client, ps)
 }

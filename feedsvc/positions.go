@@ -42,29 +42,16 @@ func (h *connectHandler) Commit(ctx context.Context, req *connect.Request[killfe
 	if err := s.syncIfReplicated(ctx); err != nil {
 		return nil, rpcError(err)
 	}
-	current := s.positions(client, systemsOf(cursors))
-	var ps []offsets.Position
+	next := map[sysPart]int64{}
 	for _, c := range cursors {
 		p, off := splitEventID(c.GetEventId())
 		k := sysPart{c.GetSystemId(), p}
-		if cur, ok := current[k]; ok && cur > off {
-			continue
-		}
-		current[k] = off + 1
-		ps = append(ps, offsets.Position{SystemID: k.system, Partition: p, Offset: off + 1})
+		next[k] = max(next[k], off+1)
 	}
-	if err := s.store.Commit(ctx, client, ps); err != nil {
+	if err := s.commitForward(ctx, client, next); err != nil {
 		return nil, rpcError(err)
 	}
 	return connect.NewResponse(&killfeedv1.CommitResponse{}), nil
-}
-
-func systemsOf(cs []*killfeedv1.Cursor) []int64 {
-	out := make([]int64, len(cs))
-	for i, c := range cs {
-		out[i] = c.GetSystemId()
-	}
-	return out
 }
 
 func (s *Service) syncIfReplicated(ctx context.Context) error {

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/killfeed/killfeed/offsets"
 )
 
 // gap is a loss report for one system on one partition: records in
@@ -29,15 +27,6 @@ type readResult struct {
 	// next holds, per system and partition, the position after the last
 	// event delivered, or after a gap; committing it records the read.
 	next map[sysPart]int64
-}
-
-// commits returns the positions to commit for the read.
-func (r readResult) commits() []offsets.Position {
-	out := make([]offsets.Position, 0, len(r.next))
-	for k, o := range r.next {
-		out = append(out, offsets.Position{SystemID: k.system, Partition: k.partition, Offset: o})
-	}
-	return out
 }
 
 // source is one system-partition's events to merge, oldest first.

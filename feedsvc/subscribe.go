@@ -16,6 +16,10 @@ import (
 // clients to reconnect, and their positions make the resumption exact.
 var errShuttingDown = errors.New("killfeed is shutting down; resubscribe with the same client_id to continue")
 
+// errSuperseded ends a stream when its client opens another one: one
+// consumer per client_id, as Kafka has one member per partition.
+var errSuperseded = errors.New("a newer Subscribe of the same client_id replaced this stream")
+
 // subscribeBatch is the most events sent in one stream message.
 const subscribeBatch = 500
 
@@ -41,6 +45,8 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 	}
 	asJSON := wantsJSON(req.Header())
 
+	ctx, release := s.streams.takeOver(ctx, r.client)
+	defer release()
 	w, remove := s.streams.add(r.systems)
 	defer remove()
 	if err := s.syncIfReplicated(ctx); err != nil {
@@ -57,8 +63,11 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 	backfilled := false
 	idle := time.NewTimer(beat)
 	defer idle.Stop()
+	// The first read covers every system; later ones only those the tail
+	// touched since, so a wake-up costs what changed, not the stream's size.
+	systems := r.systems
 	for {
-		res, err := s.read(ctx, r.systems, cursor, r.limit, s.opts.MaxResponseBytes)
+		res, err := s.read(ctx, systems, cursor, r.limit, s.opts.MaxResponseBytes)
 		if err != nil {
 			return rpcError(err)
 		}
@@ -80,6 +89,9 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 		}
 		select {
 		case <-w.wake:
+			if systems = w.take(); len(systems) == 0 {
+				systems = r.systems
+			}
 		case <-idle.C:
 			if err := send(&killfeedv1.SubscribeResponse{Kind: &killfeedv1.SubscribeResponse_Heartbeat{Heartbeat: &killfeedv1.Heartbeat{Time: timestamppb.Now()}}}); err != nil {
 				return err
@@ -88,6 +100,9 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 		case <-w.closed:
 			return connect.NewError(connect.CodeUnavailable, errShuttingDown)
 		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), errSuperseded) {
+				return connect.NewError(connect.CodeAborted, errSuperseded)
+			}
 			return connect.NewError(connect.CodeCanceled, ctx.Err())
 		}
 	}
@@ -115,7 +130,7 @@ func (s *Service) deliver(ctx context.Context, r request, res readResult, asJSON
 	}
 	unlock := s.locks.lock(r.client)
 	defer unlock()
-	if err := s.store.Commit(ctx, r.client, res.commits()); err != nil {
+	if err := s.commitForward(ctx, r.client, res.next); err != nil {
 		return rpcError(err)
 	}
 	return nil

@@ -41,6 +41,7 @@ func TestSubscribeHandOverRaceHammered(t *testing.T) {
 		// killmails too, then this iteration's.
 		for _, id := range ids {
 			if seen[id] != 1 {
+				t.Logf("order %v err %v", order, r.stream.Err())
 				t.Fatalf("iteration %d: killmail %d delivered %d times (%d produced during subscribe)", i, id, seen[id], len(ids))
 			}
 		}

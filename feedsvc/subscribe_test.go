@@ -252,6 +252,25 @@ func TestResumeMidStream(t *testing.T) {
 				}
 				read(c, r, finished)
 				if !finished() {
+					var missing []int64
+					for _, id := range ids {
+						if seen[id] == 0 {
+							missing = append(missing, id)
+						}
+					}
+					t.Logf("missing %v of %d; positions %+v", missing, len(ids), e.store.Positions("x"))
+					e.svc.mem.mu.RLock()
+					for k, l := range e.svc.mem.logs {
+						var offs []int64
+						for _, ev := range l.events {
+							offs = append(offs, ev.offset)
+						}
+						t.Logf("log %v floor %d events %v", k, l.floor, offs)
+					}
+					for p, ps := range e.svc.mem.parts {
+						t.Logf("part %d %+v", p, *ps)
+					}
+					e.svc.mem.mu.RUnlock()
 					t.Fatalf("stream ended before delivering the last killmail: %v", r.stream.Err())
 				}
 				for id, n := range seen {

@@ -16,6 +16,9 @@ import (
 	"github.com/killfeed/killfeed/internal/topics"
 )
 
+// commitTimeout bounds a commit whose caller set no deadline.
+const commitTimeout = 15 * time.Second
+
 // Position is a client's committed position in one solar system on one
 // partition of the killmails topic.
 type Position struct {
@@ -211,6 +214,16 @@ func (s *Store) Commit(ctx context.Context, clientID string, ps []Position) erro
 	if len(ps) == 0 {
 		return nil
 	}
+	// Refuse what the store could not read back (see parseKey, decodeValue):
+	// it would be acknowledged, then skipped.
+	if clientID == "" {
+		return errors.New("committing positions: empty client id")
+	}
+	for _, p := range ps {
+		if p.SystemID <= 0 || p.Partition < 0 || p.Offset < 0 {
+			return fmt.Errorf("committing positions of client %s: invalid position (system %d, partition %d, offset %d)", clientID, p.SystemID, p.Partition, p.Offset)
+		}
+	}
 	now := s.opts.Now()
 	bySystem := map[int64]map[int32]int64{}
 	s.mu.RLock()
@@ -253,7 +266,18 @@ func (s *Store) DeleteClient(ctx context.Context, clientID string) error {
 }
 
 func (s *Store) produceAndApply(ctx context.Context, recs []*kgo.Record, what string) error {
-	results := s.cl.ProduceSync(ctx, recs...)
+	// A cancelled record fails every record queued behind it on its
+	// partition (an idempotent producer cannot skip a sequence number), so
+	// one caller hanging up would fail other clients' commits. Records are
+	// therefore produced under a context that outlives the caller's, bounded
+	// by the caller's deadline or commitTimeout.
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(commitTimeout)
+	}
+	pctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
+	defer cancel()
+	results := s.cl.ProduceSync(pctx, recs...)
 	if err := results.FirstErr(); err != nil {
 		// Records that did succeed are applied by the tail; the caller
 		// retries the whole commit, which is idempotent.

@@ -20,6 +20,8 @@ type cli struct {
 	LogLevel  string `help:"Log level: debug, info, warn or error." enum:"debug,info,warn,error" default:"info" env:"KILLFEED_LOG_LEVEL"`
 
 	Serve serveCmd `cmd:"" help:"Run the feed service (with an embedded Kafka-compatible broker when --brokers is empty)."`
+
+	Produce produceCmd `cmd:"" help:"Write killmails from an NDJSON file, stdin or the synthetic generator to the killmails topic."`
 }
 
 // logger builds the process logger from the global flags.
