@@ -9,12 +9,10 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/killfeed/killfeed/feedsvc"
 	"github.com/killfeed/killfeed/internal/broker"
-	"github.com/killfeed/killfeed/internal/topics"
 	"github.com/killfeed/killfeed/offsets"
 )
 
@@ -24,17 +22,19 @@ type serveCmd struct {
 	Brokers            []string      `help:"Kafka seed brokers. Empty: run the embedded broker." env:"KILLFEED_BROKERS"`
 	DataDir            string        `help:"Embedded broker's data directory (survives restarts)." default:"killfeed-data" env:"KILLFEED_DATA_DIR"`
 	KafkaListen        string        `help:"Embedded broker's Kafka address, for kcat and other producers." default:"127.0.0.1:9092" env:"KILLFEED_KAFKA_LISTEN"`
-	Topic              string        `help:"Killmails topic." default:"killmails" env:"KILLFEED_TOPIC"`
 	OffsetsTopic       string        `help:"Compacted topic holding clients' positions." default:"killfeed-offsets" env:"KILLFEED_OFFSETS_TOPIC"`
-	Partitions         int32         `help:"Partitions of the killmails topic when it is created." default:"16" env:"KILLFEED_PARTITIONS"`
-	Retention          time.Duration `help:"Kafka retention of killmails (retention.ms) when the topic is created." default:"48h" env:"KILLFEED_RETENTION"`
-	RetentionBytes     int64         `help:"Kafka size bound per partition (retention.bytes) when the topic is created; -1 for none." default:"-1" env:"KILLFEED_RETENTION_BYTES"`
 	OffsetsRetention   time.Duration `help:"Idle time after which a client's positions expire." default:"168h" env:"KILLFEED_OFFSETS_RETENTION"`
 	MaxEventsPerSystem int           `help:"Events held in memory per system; older ones are read from Kafka when needed." default:"10000" env:"KILLFEED_MAX_EVENTS_PER_SYSTEM"`
 	MaxSystems         int           `help:"Most systems in one request." default:"1000" env:"KILLFEED_MAX_SYSTEMS"`
 	TrimConsumed       bool          `help:"Delete records every client has consumed (DeleteRecords), like the seeds' GC." env:"KILLFEED_TRIM_CONSUMED"`
 	SyncPositions      *bool         `help:"Catch up with other replicas' commits before each request (default: on with --brokers, off embedded)." env:"KILLFEED_SYNC_POSITIONS"`
+
+	topicFlags  `embed:""`
+	sourceFlags `embed:""`
 }
+
+// Validate checks the flags that depend on each other.
+func (c *serveCmd) Validate() error { return c.sourceFlags.validate() }
 
 // Run starts the broker (if embedded), the positions store, the feed service
 // and the HTTP server, and stops them in reverse order on SIGINT/SIGTERM.
@@ -53,7 +53,12 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		sync = *c.SyncPositions
 	}
 
-	if err := c.ensureTopic(ctx, brokers); err != nil {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return fmt.Errorf("connecting to Kafka %v: %w", brokers, err)
+	}
+	defer cl.Close()
+	if _, err := c.ensure(ctx, cl); err != nil {
 		return err
 	}
 	store, err := offsets.Open(ctx, brokers, offsets.Options{Topic: c.OffsetsTopic, Retention: c.OffsetsRetention, Logger: log})
@@ -74,6 +79,20 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer svc.Close()
+
+	if c.Source != "none" {
+		// The built-in source runs beside the service; when it ends or
+		// fails the service keeps serving what is in Kafka. At shutdown it
+		// flushes what it read before the Kafka client closes.
+		produced := make(chan struct{})
+		defer func() { <-produced }()
+		go func() {
+			defer close(produced)
+			if err := c.produce(ctx, log, cl, c.Topic); err != nil {
+				log.Error("killmail source stopped", "source", c.Source, "err", err)
+			}
+		}()
+	}
 
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
@@ -100,16 +119,4 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	}
 	log.Info("killfeed stopped")
 	return nil
-}
-
-func (c *serveCmd) ensureTopic(ctx context.Context, brokers []string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		return fmt.Errorf("connecting to Kafka: %w", err)
-	}
-	defer cl.Close()
-	_, err = topics.EnsureKillmails(ctx, kadm.NewClient(cl), topics.Killmails{
-		Name: c.Topic, Partitions: c.Partitions, Retention: c.Retention, RetentionBytes: c.RetentionBytes,
-	})
-	return err
 }
