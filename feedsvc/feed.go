@@ -10,7 +10,7 @@ import (
 // its positions and, in automatic mode, the commit of the new positions. The
 // commit is durable before the events are returned, so a restarted service
 // never delivers them again; if it fails, nothing is returned.
-func (s *Service) fetch(ctx context.Context, req request) (readResult, error) {
+func (s *Service) fetch(ctx context.Context, req request, method string) (readResult, error) {
 	unlock := s.locks.lock(req.client)
 	defer unlock()
 	if err := s.syncIfReplicated(ctx); err != nil {
@@ -25,6 +25,8 @@ func (s *Service) fetch(ctx context.Context, req request) (readResult, error) {
 			return readResult{}, err
 		}
 	}
+	s.metrics.served.WithLabelValues(method).Add(float64(len(res.events)))
+	s.metrics.gaps.Add(float64(len(res.gaps)))
 	if err := s.store.Touch(ctx, req.client); err != nil {
 		s.log.Warn("refreshing client activity", "client_id", req.client, "err", err)
 	}
@@ -67,5 +69,12 @@ func (s *Service) commitForward(ctx context.Context, client string, next map[sys
 		}
 		ps = append(ps, offsets.Position{SystemID: k.system, Partition: k.partition, Offset: o})
 	}
-	return s.store.Commit(ctx, client, ps)
+	if len(ps) == 0 {
+		return nil
+	}
+	if err := s.store.Commit(ctx, client, ps); err != nil {
+		return err
+	}
+	s.metrics.commits.Inc()
+	return nil
 }

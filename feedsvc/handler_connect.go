@@ -21,11 +21,11 @@ type connectHandler struct {
 var _ killfeedv1connect.KillfeedServiceHandler = (*connectHandler)(nil)
 
 func (h *connectHandler) Poll(ctx context.Context, req *connect.Request[killfeedv1.PollRequest]) (*connect.Response[killfeedv1.PollResponse], error) {
-	r, err := h.svc.newRequest(req.Msg.GetClientId(), req.Msg.GetSystemIds(), req.Msg.GetLimit(), req.Msg.GetCommitMode())
+	r, err := h.svc.admitRequest(req.Header(), req.Peer().Addr, req.Msg.GetClientId(), req.Msg.GetSystemIds(), req.Msg.GetLimit(), req.Msg.GetCommitMode())
 	if err != nil {
 		return nil, rpcError(err)
 	}
-	res, err := h.svc.fetch(ctx, r)
+	res, err := h.svc.fetch(ctx, r, "Poll")
 	if err != nil {
 		return nil, rpcError(err)
 	}
@@ -37,11 +37,11 @@ func (h *connectHandler) Poll(ctx context.Context, req *connect.Request[killfeed
 }
 
 func (h *connectHandler) Next(ctx context.Context, req *connect.Request[killfeedv1.NextRequest]) (*connect.Response[killfeedv1.NextResponse], error) {
-	r, err := h.svc.newRequest(req.Msg.GetClientId(), req.Msg.GetSystemIds(), 1, req.Msg.GetCommitMode())
+	r, err := h.svc.admitRequest(req.Header(), req.Peer().Addr, req.Msg.GetClientId(), req.Msg.GetSystemIds(), 1, req.Msg.GetCommitMode())
 	if err != nil {
 		return nil, rpcError(err)
 	}
-	res, err := h.svc.fetch(ctx, r)
+	res, err := h.svc.fetch(ctx, r, "Next")
 	if err != nil {
 		return nil, rpcError(err)
 	}
@@ -66,9 +66,12 @@ func wantsJSON(h http.Header) bool {
 // retry.
 func rpcError(err error) error {
 	var fe *fieldError
+	var ce *callError
 	switch {
 	case errors.As(err, &fe):
 		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.As(err, &ce):
+		return connect.NewError(ce.code, err)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, err)
 	case errors.Is(err, context.DeadlineExceeded):

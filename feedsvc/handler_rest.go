@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	"connectrpc.com/connect"
 
 	"google.golang.org/protobuf/proto"
 
@@ -16,7 +18,12 @@ import (
 // parseRESTQuery reads the seed routes' query: client_id, systems (as
 // systems[]=A&systems[]=B, systems=A&systems=B or systems=A,B), and an
 // optional limit and commit_mode (auto or explicit).
-func (s *Service) parseRESTQuery(q url.Values, withLimit bool) (request, error) {
+func (s *Service) parseRESTQuery(r *http.Request, withLimit bool) (request, error) {
+	q := r.URL.Query()
+	c, err := s.admit(r.Header, r.RemoteAddr, q.Get("client_id"))
+	if err != nil {
+		return request{}, err
+	}
 	var systems []int64
 	for _, key := range []string{"systems[]", "systems"} {
 		for _, v := range q[key] {
@@ -51,47 +58,43 @@ func (s *Service) parseRESTQuery(q url.Values, withLimit bool) (request, error) 
 	if !withLimit {
 		limit = 1
 	}
-	r, err := s.newRequest(q.Get("client_id"), systems, int32(limit), mode)
+	req, err := s.newRequest(q.Get("client_id"), systems, int32(limit), mode)
 	var fe *fieldError
 	if errors.As(err, &fe) && fe.field == "system_ids" {
 		fe.field = "systems" // name the field as the route spells it
 	}
-	return r, err
+	req.caller = c
+	return req, err
 }
 
 // restPoll serves GET /api/killfeed: 200 {"events":[...],"more":..,"gaps":[...]}.
-func (s *Service) restPoll(w http.ResponseWriter, r *http.Request) {
-	req, err := s.parseRESTQuery(r.URL.Query(), true)
+func (s *Service) restPoll(w http.ResponseWriter, r *http.Request) error {
+	req, err := s.parseRESTQuery(r, true)
 	if err != nil {
-		writeRESTError(w, err)
-		return
+		return err
 	}
-	res, err := s.fetch(r.Context(), req)
+	res, err := s.fetch(r.Context(), req, "REST poll")
 	if err != nil {
-		writeRESTError(w, err)
-		return
+		return err
 	}
 	out, err := pollResponse(res, true)
 	if err != nil {
-		writeRESTError(w, err)
-		return
+		return err
 	}
-	writeRESTJSON(w, http.StatusOK, out)
+	return writeRESTJSON(w, http.StatusOK, out)
 }
 
 // restNext serves GET /api/killfeed/next: 200 with the event, or 204 when
 // there is none. Losses are reported in "gaps" beside the event, or in the
 // Killfeed-Gaps header (JSON) of a 204.
-func (s *Service) restNext(w http.ResponseWriter, r *http.Request) {
-	req, err := s.parseRESTQuery(r.URL.Query(), false)
+func (s *Service) restNext(w http.ResponseWriter, r *http.Request) error {
+	req, err := s.parseRESTQuery(r, false)
 	if err != nil {
-		writeRESTError(w, err)
-		return
+		return err
 	}
-	res, err := s.fetch(r.Context(), req)
+	res, err := s.fetch(r.Context(), req, "REST next")
 	if err != nil {
-		writeRESTError(w, err)
-		return
+		return err
 	}
 	gaps := &killfeedv1.NextResponse{Gaps: gapsProto(res.gaps)}
 	if len(res.events) == 0 {
@@ -100,28 +103,41 @@ func (s *Service) restNext(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Killfeed-Gaps", string(b))
 		}
 		w.WriteHeader(http.StatusNoContent)
-		return
+		return nil
 	}
 	ev, _ := eventProto(res.events[0], true)
-	if len(res.gaps) > 0 {
-		// The seed shape stays at the top level; gaps ride beside it.
-		b, _ := appendJSONMessage(nil, ev.ProtoReflect())
-		g, _ := appendJSONMessage(nil, gaps.ProtoReflect())
-		b = append(b[:len(b)-1], ',')
-		b = append(b, g[1:]...) // g is {"gaps":[...]}: splice its members in
-		writeRESTBytes(w, http.StatusOK, b)
-		return
+	if len(res.gaps) == 0 {
+		return writeRESTJSON(w, http.StatusOK, ev)
 	}
-	writeRESTJSON(w, http.StatusOK, ev)
+	// The seed shape stays at the top level; gaps ride beside it.
+	b, _ := appendJSONMessage(nil, ev.ProtoReflect())
+	g, _ := appendJSONMessage(nil, gaps.ProtoReflect())
+	b = append(b[:len(b)-1], ',')
+	b = append(b, g[1:]...) // g is {"gaps":[...]}: splice its members in
+	writeRESTBytes(w, http.StatusOK, b)
+	return nil
 }
 
-func writeRESTJSON(w http.ResponseWriter, status int, m proto.Message) {
+// restRoute adapts a REST handler: it answers errors in the API's error
+// shape and times the call for the metrics.
+func (s *Service) restRoute(name string, h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		began := time.Now()
+		err := h(w, r)
+		if err != nil {
+			err = writeRESTError(w, err)
+		}
+		s.metrics.observe(name, began, err)
+	}
+}
+
+func writeRESTJSON(w http.ResponseWriter, status int, m proto.Message) error {
 	b, err := appendJSONMessage(nil, m.ProtoReflect())
 	if err != nil {
-		writeRESTError(w, err)
-		return
+		return err
 	}
 	writeRESTBytes(w, status, b)
+	return nil
 }
 
 func writeRESTBytes(w http.ResponseWriter, status int, b []byte) {
@@ -130,14 +146,20 @@ func writeRESTBytes(w http.ResponseWriter, status int, b []byte) {
 	_, _ = w.Write(b)
 }
 
-// writeRESTError answers with the same error shape as Connect:
-// {"code":"invalid_argument","message":"systems: ..."}.
-func writeRESTError(w http.ResponseWriter, err error) {
-	status, code := http.StatusServiceUnavailable, "unavailable"
+// writeRESTError answers with the same error shape as Connect,
+// {"code":"invalid_argument","message":"systems: ..."}, and returns the
+// error as a Connect error (for the metrics' code label).
+func writeRESTError(w http.ResponseWriter, err error) error {
+	status, code := http.StatusServiceUnavailable, connect.CodeUnavailable
 	var fe *fieldError
-	if errors.As(err, &fe) {
-		status, code = http.StatusBadRequest, "invalid_argument"
+	var ce *callError
+	switch {
+	case errors.As(err, &fe):
+		status, code = http.StatusBadRequest, connect.CodeInvalidArgument
+	case errors.As(err, &ce):
+		status, code = ce.httpStatus(), ce.code
 	}
-	b, _ := json.Marshal(map[string]string{"code": code, "message": err.Error()})
+	b, _ := json.Marshal(map[string]string{"code": code.String(), "message": err.Error()})
 	writeRESTBytes(w, status, b)
+	return connect.NewError(code, err)
 }

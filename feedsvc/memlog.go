@@ -107,7 +107,11 @@ func (m *memory) advanceLogStart(p int32, logStart int64) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ps := m.parts[p]
-	if ps == nil || logStart <= ps.logStart {
+	if ps == nil {
+		m.startPartitionLocked(p, logStart)
+		return 0
+	}
+	if logStart <= ps.logStart {
 		return 0
 	}
 	ps.logStart = logStart

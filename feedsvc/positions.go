@@ -19,7 +19,7 @@ import (
 func (h *connectHandler) Commit(ctx context.Context, req *connect.Request[killfeedv1.CommitRequest]) (*connect.Response[killfeedv1.CommitResponse], error) {
 	s := h.svc
 	client := req.Msg.GetClientId()
-	if err := validateClientID(client); err != nil {
+	if _, err := s.admit(req.Header(), req.Peer().Addr, client); err != nil {
 		return nil, rpcError(err)
 	}
 	cursors := req.Msg.GetCursors()
@@ -67,7 +67,7 @@ func (s *Service) syncIfReplicated(ctx context.Context) error {
 // GetPositions lists a client's positions.
 func (h *connectHandler) GetPositions(ctx context.Context, req *connect.Request[killfeedv1.GetPositionsRequest]) (*connect.Response[killfeedv1.GetPositionsResponse], error) {
 	client := req.Msg.GetClientId()
-	if err := validateClientID(client); err != nil {
+	if _, err := h.svc.admit(req.Header(), req.Peer().Addr, client); err != nil {
 		return nil, rpcError(err)
 	}
 	if err := h.svc.syncIfReplicated(ctx); err != nil {
@@ -98,7 +98,7 @@ func positionsProto(ps []offsets.Position, systems map[int64]bool) []*killfeedv1
 func (h *connectHandler) ResetPositions(ctx context.Context, req *connect.Request[killfeedv1.ResetPositionsRequest]) (*connect.Response[killfeedv1.ResetPositionsResponse], error) {
 	s := h.svc
 	client, systems := req.Msg.GetClientId(), req.Msg.GetSystemIds()
-	if err := validateClientID(client); err != nil {
+	if _, err := s.admit(req.Header(), req.Peer().Addr, client); err != nil {
 		return nil, rpcError(err)
 	}
 	if err := validateSystems(systems, s.opts.MaxSystemsPerRequest); err != nil {
@@ -173,7 +173,7 @@ func (s *Service) offsetsAtTime(ctx context.Context, ms int64) (map[int32]int64,
 // DeleteClient forgets a client.
 func (h *connectHandler) DeleteClient(ctx context.Context, req *connect.Request[killfeedv1.DeleteClientRequest]) (*connect.Response[killfeedv1.DeleteClientResponse], error) {
 	client := req.Msg.GetClientId()
-	if err := validateClientID(client); err != nil {
+	if _, err := h.svc.admit(req.Header(), req.Peer().Addr, client); err != nil {
 		return nil, rpcError(err)
 	}
 	unlock := h.svc.locks.lock(client)

@@ -11,10 +11,6 @@ import (
 	"github.com/killfeed/killfeed/proto/killfeed/v1/killfeedv1connect"
 )
 
-// maxRequestBytes bounds a request message; the largest legitimate one (a
-// Poll for the maximum number of systems) is far smaller.
-const maxRequestBytes = 1 << 20
-
 // Handler serves the whole API on one http.Handler: KillfeedService over
 // Connect, gRPC and gRPC-Web (JSON and protobuf), the seed REST routes, gRPC
 // health and reflection, and /healthz.
@@ -22,16 +18,24 @@ func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(killfeedv1connect.NewKillfeedServiceHandler(&connectHandler{svc: s},
 		connect.WithCodec(jsonCodec{}),
-		connect.WithReadMaxBytes(maxRequestBytes),
+		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
+		connect.WithInterceptors(s.metrics.interceptor()),
 	))
-	mux.HandleFunc("GET /api/killfeed", s.restPoll)
-	mux.HandleFunc("GET /api/killfeed/next", s.restNext)
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(killfeedv1connect.KillfeedServiceName)))
-	reflector := grpcreflect.NewStaticReflector(killfeedv1connect.KillfeedServiceName)
+	mux.HandleFunc("GET /api/killfeed", s.restRoute("GET /api/killfeed", s.restPoll))
+	mux.HandleFunc("GET /api/killfeed/next", s.restRoute("GET /api/killfeed/next", s.restNext))
+	mux.Handle(grpchealth.NewHandler(s.health()))
+	reflector := grpcreflect.NewStaticReflector(killfeedv1connect.KillfeedServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Ready(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
 	})
 	return mux
 }
@@ -48,6 +52,8 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 		Handler:           h,
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
+		// A query for the most systems allowed is about 10 KB.
+		MaxHeaderBytes: 64 << 10,
 		IdleTimeout:       2 * time.Minute,
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -48,6 +51,24 @@ type Options struct {
 	// MaintainEvery is how often log start offsets are refreshed (and
 	// consumed records trimmed). Default 30s.
 	MaintainEvery time.Duration
+	// MaxRequestBytes bounds a request body. Default 1 MiB.
+	MaxRequestBytes int
+	// Keys, when set, turns authentication on: every request needs a
+	// bearer API key, and a key may only act for client ids starting with
+	// its prefix. Default nil: no authentication.
+	Keys *Keys
+	// RequestsPerSecond and RequestBurst bound each caller's request rate
+	// (a caller is an API key, or an IP address without auth). Default 0:
+	// no limit.
+	RequestsPerSecond float64
+	RequestBurst      int
+	// MaxStreamsPerKey and MaxStreamsPerIP bound open Subscribe streams.
+	// Default 0: no limit.
+	MaxStreamsPerKey int
+	MaxStreamsPerIP  int
+	// Registerer receives the service's Prometheus metrics. Default nil:
+	// metrics are kept but not exported.
+	Registerer prometheus.Registerer
 	// Heartbeat is how often an idle Subscribe stream gets a heartbeat,
 	// unless the request asks otherwise. Default 15s.
 	Heartbeat time.Duration
@@ -77,6 +98,12 @@ func (o Options) withDefaults() Options {
 	if o.MaintainEvery == 0 {
 		o.MaintainEvery = 30 * time.Second
 	}
+	if o.MaxRequestBytes == 0 {
+		o.MaxRequestBytes = 1 << 20
+	}
+	if o.RequestBurst == 0 {
+		o.RequestBurst = max(1, int(2*o.RequestsPerSecond))
+	}
 	if o.Heartbeat == 0 {
 		o.Heartbeat = 15 * time.Second
 	}
@@ -95,8 +122,14 @@ type Service struct {
 	tail    *tail
 	locks   clientLocks
 	streams *registry
-	cancel  context.CancelFunc
-	done    sync.WaitGroup
+	limits  *limits
+	metrics *metrics
+	// draining is set when shutdown begins: readiness fails and new streams
+	// are refused.
+	draining  atomic.Bool
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	done      sync.WaitGroup
 }
 
 // New starts the service: it loads what the killmails topic retains into
@@ -136,8 +169,16 @@ func New(ctx context.Context, store *offsets.Store, opts Options) (*Service, err
 		store:   store,
 		mem:     newMemory(opts.MaxEventsPerSystem),
 		streams: newRegistry(),
+		limits:  newLimits(opts),
 	}
+	s.metrics = newMetrics(opts.Registerer, s)
 	s.tail = &tail{svc: s, cl: cl, adm: adm, loaded: make(chan struct{})}
+	// Know every partition and its log start before reading, so a
+	// partition whose records retention deleted counts as read.
+	if err := s.tail.refreshLogStarts(ctx); err != nil {
+		cl.Close()
+		return nil, err
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.done.Add(2)
@@ -164,10 +205,12 @@ func New(ctx context.Context, store *offsets.Store, opts Options) (*Service, err
 // Close stops the service's background work. Streams end; the positions
 // store is the caller's to close.
 func (s *Service) Close() {
-	s.cancel()
-	s.streams.closeAll()
-	s.done.Wait()
-	s.tail.cl.Close()
+	s.closeOnce.Do(func() {
+		s.Drain()
+		s.cancel()
+		s.done.Wait()
+		s.tail.cl.Close()
+	})
 }
 
 // Skipped is the number of killmails records skipped as unusable (bad key or

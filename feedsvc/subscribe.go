@@ -32,9 +32,12 @@ const subscribeBatch = 500
 // reads from further behind (from Kafka if memory no longer holds it).
 func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[killfeedv1.SubscribeRequest], stream *connect.ServerStream[killfeedv1.SubscribeResponse]) error {
 	s := h.svc
-	r, err := s.newRequest(req.Msg.GetClientId(), req.Msg.GetSystemIds(), subscribeBatch, req.Msg.GetCommitMode())
+	r, err := s.admitRequest(req.Header(), req.Peer().Addr, req.Msg.GetClientId(), req.Msg.GetSystemIds(), subscribeBatch, req.Msg.GetCommitMode())
 	if err != nil {
 		return rpcError(err)
+	}
+	if s.draining.Load() {
+		return connect.NewError(connect.CodeUnavailable, errShuttingDown)
 	}
 	beat := s.opts.Heartbeat
 	if hs := req.Msg.GetHeartbeatSeconds(); hs != 0 {
@@ -44,6 +47,12 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 		beat = time.Duration(hs) * time.Second
 	}
 	asJSON := wantsJSON(req.Header())
+	closeStream, err := s.limits.openStream(r.caller)
+	if err != nil {
+		s.metrics.rejectedLimit.WithLabelValues("streams").Inc()
+		return rpcError(err)
+	}
+	defer closeStream()
 
 	ctx, release := s.streams.takeOver(ctx, r.client)
 	defer release()
@@ -111,6 +120,8 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 // deliver sends one read's gaps and events and, in automatic mode, commits
 // the positions once the events are handed to the transport.
 func (s *Service) deliver(ctx context.Context, r request, res readResult, asJSON bool, send func(*killfeedv1.SubscribeResponse) error) error {
+	s.metrics.served.WithLabelValues("Subscribe").Add(float64(len(res.events)))
+	s.metrics.gaps.Add(float64(len(res.gaps)))
 	for _, g := range gapsProto(res.gaps) {
 		if err := send(&killfeedv1.SubscribeResponse{Kind: &killfeedv1.SubscribeResponse_Gap{Gap: g}}); err != nil {
 			return err

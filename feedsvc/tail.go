@@ -95,6 +95,7 @@ func (t *tail) apply(fs kgo.Fetches) {
 		for _, r := range p.Records {
 			e, err := parseRecord(r)
 			if err != nil {
+				t.svc.metrics.skipped.Inc()
 				if n := t.skipped.Add(1); n <= 10 || n%1000 == 0 {
 					t.svc.log.Warn("skipping killmails record", "partition", r.Partition, "offset", r.Offset, "skipped_total", n, "err", err)
 				}
@@ -103,6 +104,7 @@ func (t *tail) apply(fs kgo.Fetches) {
 			}
 			m.appendLocked(e)
 			touched = append(touched, e.system)
+			t.svc.metrics.ingested.Inc()
 		}
 	})
 	m.mu.Unlock()
@@ -124,6 +126,7 @@ func (t *tail) refreshLogStarts(ctx context.Context) error {
 		total += t.svc.mem.advanceLogStart(o.Partition, o.Offset)
 	})
 	if total > 0 {
+		t.svc.metrics.trimmed.Add(float64(total))
 		t.svc.log.Info("retention removed events from memory", "events", total)
 	}
 	return nil

@@ -2,6 +2,7 @@ package feedsvc
 
 import (
 	"fmt"
+	"net/http"
 	"unicode"
 	"unicode/utf8"
 
@@ -25,6 +26,7 @@ func badField(field, format string, args ...any) *fieldError {
 
 // request is a validated Poll, Next or Subscribe request.
 type request struct {
+	caller  caller
 	client  string
 	systems []int64
 	limit   int
@@ -68,6 +70,31 @@ func validateSystems(ids []int64, max int) error {
 		seen[id] = struct{}{}
 	}
 	return nil
+}
+
+// admit authenticates the caller, applies its rate limit and checks that
+// it may act for client: the first steps of every call, in the order a
+// client expects errors (401, then 400 for a bad client_id, then 403).
+func (s *Service) admit(h http.Header, addr, client string) (caller, error) {
+	c, err := s.authenticate(h, addr)
+	if err != nil {
+		return c, err
+	}
+	if err := validateClientID(client); err != nil {
+		return c, err
+	}
+	return c, c.authorize(client)
+}
+
+// admitRequest admits the caller and validates a Poll, Next or Subscribe.
+func (s *Service) admitRequest(h http.Header, addr, client string, systems []int64, limit int32, mode killfeedv1.CommitMode) (request, error) {
+	c, err := s.admit(h, addr, client)
+	if err != nil {
+		return request{}, err
+	}
+	r, err := s.newRequest(client, systems, limit, mode)
+	r.caller = c
+	return r, err
 }
 
 // newRequest validates the fields shared by Poll, Next and Subscribe. A

@@ -123,12 +123,26 @@ func waitTopic(t testing.TB, adm *kadm.Client, name string) {
 		select {
 		case <-ctx.Done():
 			t.Fatalf("topic %q not ready: %v", name, err)
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
+// topicReady asks DescribeConfigs first: franz-go answers repeated Metadata
+// requests (ListTopics) from a cache for MetadataMinAge (5 s), so asking
+// Metadata too early would keep the stale "unknown topic" that long.
 func topicReady(ctx context.Context, adm *kadm.Client, name string) error {
+	rcs, err := adm.DescribeTopicConfigs(ctx, name)
+	if err != nil {
+		return err
+	}
+	rc, err := rcs.On(name, nil)
+	if err != nil {
+		return err
+	}
+	if rc.Err != nil {
+		return rc.Err
+	}
 	tds, err := adm.ListTopics(ctx, name)
 	if err != nil {
 		return err
@@ -148,15 +162,7 @@ func topicReady(ctx context.Context, adm *kadm.Client, name string) error {
 			return fmt.Errorf("partition %d has no leader", p.Partition)
 		}
 	}
-	rcs, err := adm.DescribeTopicConfigs(ctx, name)
-	if err != nil {
-		return err
-	}
-	rc, err := rcs.On(name, nil)
-	if err != nil {
-		return err
-	}
-	return rc.Err
+	return nil
 }
 
 // topicConfig returns the value of one config of a topic as the broker

@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/killfeed/killfeed/feedsvc"
@@ -28,13 +31,29 @@ type serveCmd struct {
 	MaxSystems         int           `help:"Most systems in one request." default:"1000" env:"KILLFEED_MAX_SYSTEMS"`
 	TrimConsumed       bool          `help:"Delete records every client has consumed (DeleteRecords), like the seeds' GC." env:"KILLFEED_TRIM_CONSUMED"`
 	SyncPositions      *bool         `help:"Catch up with other replicas' commits before each request (default: on with --brokers, off embedded)." env:"KILLFEED_SYNC_POSITIONS"`
+	Heartbeat          time.Duration `help:"Default heartbeat interval of idle Subscribe streams." default:"15s" env:"KILLFEED_HEARTBEAT"`
+	AuthKeys           string        `help:"File of API keys (one \"<key> <client_id prefix>\" per line); turns authentication on. Reloaded when it changes." type:"path" env:"KILLFEED_AUTH_KEYS"`
+	TLSCert            string        `help:"TLS certificate file (PEM); with --tls-key serves HTTPS (HTTP/2 by ALPN)." type:"path" env:"KILLFEED_TLS_CERT"`
+	TLSKey             string        `help:"TLS private key file (PEM)." type:"path" env:"KILLFEED_TLS_KEY"`
+	RateLimit          float64       `help:"Requests per second per API key (per IP without auth); 0 for no limit." default:"50" env:"KILLFEED_RATE_LIMIT"`
+	RateBurst          int           `help:"Requests allowed in a burst above --rate-limit." default:"100" env:"KILLFEED_RATE_BURST"`
+	MaxStreamsPerKey   int           `help:"Open Subscribe streams per API key; 0 for no limit." default:"100" env:"KILLFEED_MAX_STREAMS_PER_KEY"`
+	MaxStreamsPerIP    int           `help:"Open Subscribe streams per client IP; 0 for no limit." default:"200" env:"KILLFEED_MAX_STREAMS_PER_IP"`
+	MaxRequestBytes    int           `help:"Largest request body accepted." default:"1048576" env:"KILLFEED_MAX_REQUEST_BYTES"`
+	MaxLimit           int           `help:"Largest Poll limit a client may ask for." default:"10000" env:"KILLFEED_MAX_LIMIT"`
+	Metrics            bool          `help:"Serve Prometheus metrics at /metrics." default:"true" negatable:"" env:"KILLFEED_METRICS"`
 
 	topicFlags  `embed:""`
 	sourceFlags `embed:""`
 }
 
 // Validate checks the flags that depend on each other.
-func (c *serveCmd) Validate() error { return c.sourceFlags.validate() }
+func (c *serveCmd) Validate() error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	return c.sourceFlags.validate()
+}
 
 // Run starts the broker (if embedded), the positions store, the feed service
 // and the HTTP server, and stops them in reverse order on SIGINT/SIGTERM.
@@ -66,6 +85,16 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
+	var keys *feedsvc.Keys
+	if c.AuthKeys != "" {
+		if keys, err = feedsvc.LoadKeys(c.AuthKeys); err != nil {
+			return err
+		}
+		go keys.Watch(ctx, 5*time.Second, log)
+		log.Info("authentication on", "keys", keys.Len(), "file", c.AuthKeys)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	svc, err := feedsvc.New(ctx, store, feedsvc.Options{
 		Brokers:              brokers,
 		Topic:                c.Topic,
@@ -73,6 +102,15 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		MaxSystemsPerRequest: c.MaxSystems,
 		SyncPositions:        sync,
 		TrimConsumed:         c.TrimConsumed,
+		Heartbeat:            c.Heartbeat,
+		Keys:                 keys,
+		RequestsPerSecond:    c.RateLimit,
+		RequestBurst:         c.RateBurst,
+		MaxStreamsPerKey:     c.MaxStreamsPerKey,
+		MaxStreamsPerIP:      c.MaxStreamsPerIP,
+		MaxRequestBytes:      c.MaxRequestBytes,
+		MaxLimit:             c.MaxLimit,
+		Registerer:           reg,
 		Logger:               log,
 	})
 	if err != nil {
@@ -98,10 +136,25 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", c.Listen, err)
 	}
-	srv := feedsvc.NewHTTPServer(c.Listen, svc.Handler())
+	handler := svc.Handler()
+	if c.Metrics {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/", handler)
+		handler = mux
+	}
+	srv := feedsvc.NewHTTPServer(c.Listen, handler)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("killfeed serving", "addr", "http://"+ln.Addr().String(), "brokers", brokers, "topic", c.Topic, "sync_positions", sync)
+	scheme := "http"
+	if c.TLSCert != "" {
+		scheme = "https"
+		srv.Protocols.SetHTTP2(true)
+		go func() { errc <- srv.ServeTLS(ln, c.TLSCert, c.TLSKey) }()
+	} else {
+		go func() { errc <- srv.Serve(ln) }()
+	}
+	log.Info("killfeed serving", "addr", scheme+"://"+ln.Addr().String(), "brokers", brokers, "topic", c.Topic,
+		"sync_positions", sync, "auth", keys != nil, "metrics", c.Metrics)
 
 	select {
 	case err := <-errc:
@@ -111,12 +164,14 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	log.Info("killfeed shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// Close ends the streams; Shutdown then waits for in-flight requests,
-	// whose commits complete before they answer.
-	svc.Close()
+	// Drain ends the streams (clients resume from their positions);
+	// Shutdown then waits for unary calls in flight, whose commits complete
+	// before they answer; only then do the tail and the store stop.
+	svc.Drain()
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("HTTP shutdown", "err", err)
 	}
+	svc.Close()
 	log.Info("killfeed stopped")
 	return nil
 }

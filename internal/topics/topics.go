@@ -68,6 +68,9 @@ func EnsureKillmails(ctx context.Context, adm *kadm.Client, k Killmails) (int32,
 	if err := create(ctx, adm, k.Name, k.Partitions, k.ReplicationFactor, configs); err != nil {
 		return 0, err
 	}
+	if err := awaitTopic(ctx, adm, k.Name); err != nil {
+		return 0, err
+	}
 	n, err := partitionCount(ctx, adm, k.Name)
 	if err != nil {
 		return 0, err
@@ -92,6 +95,9 @@ func EnsureCompacted(ctx context.Context, adm *kadm.Client, name string, replica
 		"retention.ms": kadm.StringPtr("-1"),
 	}
 	if err := create(ctx, adm, name, 1, replicationFactor, configs); err != nil {
+		return err
+	}
+	if err := awaitTopic(ctx, adm, name); err != nil {
 		return err
 	}
 	rcs, err := adm.DescribeTopicConfigs(ctx, name)
@@ -141,4 +147,35 @@ func partitionCount(ctx context.Context, adm *kadm.Client, name string) (int32, 
 		return 0, fmt.Errorf("listing topic %q: %w", name, td.Err)
 	}
 	return int32(len(td.Partitions)), nil
+}
+
+// awaitTopic waits until the broker answers for a topic the controller may
+// have just created: CreateTopics returns before brokers apply the new
+// metadata, and until then they answer UNKNOWN_TOPIC_OR_PARTITION. It polls
+// DescribeConfigs, which goes to the broker each time; franz-go answers
+// repeated Metadata requests (ListTopics) from a cache for MetadataMinAge
+// (5 s), which would keep returning the stale error.
+func awaitTopic(ctx context.Context, adm *kadm.Client, name string) error {
+	backoff := 10 * time.Millisecond
+	for {
+		rcs, err := adm.DescribeTopicConfigs(ctx, name)
+		if err == nil {
+			var rc kadm.ResourceConfig
+			if rc, err = rcs.On(name, nil); err == nil {
+				err = rc.Err
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, kerr.UnknownTopicOrPartition) {
+			return fmt.Errorf("describing topic %q: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %q: the broker does not know it yet: %w", name, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
 }
