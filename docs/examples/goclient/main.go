@@ -7,6 +7,9 @@
 //	go run ./docs/examples/goclient --url http://127.0.0.1:8080 \
 //	    --client-id my-tool --systems 30000142,30002187
 //
+// When the server requires API keys, pass yours with --api-key or the
+// KILLFEED_API_KEY environment variable.
+//
 // Every processed killmail is one line on standard output; what happens to
 // the stream (backfill done, reconnects, lost events) is logged on standard
 // error. See docs/killfeed_example.md for the guarantees this relies on.
@@ -41,13 +44,19 @@ func main() {
 	systems := flag.String("systems", "", "comma-separated solar system ids to follow (required)")
 	protocol := flag.String("protocol", "grpc", `"grpc" or "connect"`)
 	maxEvents := flag.Int("max-events", 0, "exit after processing this many events (0: run until interrupted)")
+	heartbeat := flag.Int("heartbeat-seconds", 15, "heartbeat interval asked of the server while idle, 1 to 300")
+	apiKey := flag.String("api-key", os.Getenv("KILLFEED_API_KEY"), "API key, when the server requires one (default $KILLFEED_API_KEY)")
 	flag.Parse()
 
 	ids, err := parseSystems(*systems)
-	if err != nil || *clientID == "" {
-		if err == nil {
-			err = errors.New("--client-id is required")
-		}
+	switch {
+	case err != nil:
+	case *clientID == "":
+		err = errors.New("--client-id is required")
+	case *heartbeat < 1 || *heartbeat > 300:
+		err = errors.New("--heartbeat-seconds must be 1 to 300")
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "goclient:", err)
 		flag.Usage()
 		os.Exit(2)
@@ -61,6 +70,8 @@ func main() {
 		Systems:   ids,
 		Protocol:  *protocol,
 		MaxEvents: *maxEvents,
+		APIKey:    *apiKey,
+		Heartbeat: time.Duration(*heartbeat) * time.Second,
 		Logger:    slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	}
 	err = Run(ctx, cfg, func(_ context.Context, k Kill) error {
@@ -85,6 +96,9 @@ type Config struct {
 	Systems []int64
 	// Protocol is "grpc" (the default) or "connect".
 	Protocol string
+	// APIKey is sent as "Authorization: Bearer <key>" when set. Servers
+	// with authentication on bind each key to a client_id prefix.
+	APIKey string
 	// MaxEvents, when positive, makes Run return nil once this many events
 	// have been processed and committed.
 	MaxEvents int
@@ -135,10 +149,12 @@ func (e *processError) Unwrap() error { return e.err }
 
 // Run consumes the feed until ctx is cancelled (it then returns ctx's
 // error), MaxEvents have been processed (nil), process fails (that error),
-// or the server rejects the request as invalid (that error). Every other
-// failure — the connection drops, the service restarts, a commit fails — is
-// retried: Run reconnects with backoff and the server resumes the stream
-// from the last committed positions.
+// the server refuses the request (invalid, unauthenticated, not permitted:
+// that error), or another consumer subscribes with the same client id (the
+// server then ends this stream with aborted: that error). Every other
+// failure — the connection drops, the service restarts or drains, a rate or
+// stream limit, a commit fails — is retried: Run reconnects with backoff and
+// the server resumes the stream from the last committed positions.
 //
 // process is called once per event, in order within each system. Events are
 // committed after process returns, one Commit per received batch. A commit
@@ -170,14 +186,12 @@ func Run(ctx context.Context, cfg Config, process func(context.Context, Kill) er
 			return nil
 		}
 		if ctx.Err() != nil {
-			// Shutting down: commit what was processed, so the next run
-			// does not see it again.
-			if err := c.commitPending(ctx); err != nil {
-				c.log.Warn("final commit failed; the next run will see those events again", "err", err)
-			}
-			return ctx.Err()
+			return c.shutdown(ctx)
 		}
 		if !retryable(err) {
+			if connect.CodeOf(err) == connect.CodeAborted {
+				return fmt.Errorf("another consumer subscribed with client id %q: %w", cfg.ClientID, err)
+			}
 			return err
 		}
 		if delivered {
@@ -190,7 +204,7 @@ func Run(ctx context.Context, cfg Config, process func(context.Context, Kill) er
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			continue // commits what is pending and returns
+			return c.shutdown(ctx)
 		}
 		backoff = min(2*backoff, cfg.MaxBackoff)
 	}
@@ -240,17 +254,31 @@ func newHTTPClient() *http.Client {
 }
 
 // retryable reports whether reconnecting may help. A request the server
-// calls invalid (a bad client id or system id) will be refused again.
+// calls invalid (a bad client id or system id) or unauthorised will be
+// refused again; aborted means another consumer took over this client id,
+// and reconnecting would only take it back and forth. Everything else
+// (unavailable, resource_exhausted from a limit, a dropped connection) is
+// worth retrying after a backoff.
 func retryable(err error) bool {
 	var pe *processError
 	if errors.As(err, &pe) {
 		return false
 	}
 	switch connect.CodeOf(err) {
-	case connect.CodeInvalidArgument, connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeUnimplemented:
+	case connect.CodeInvalidArgument, connect.CodeUnauthenticated, connect.CodePermissionDenied,
+		connect.CodeUnimplemented, connect.CodeAborted:
 		return false
 	}
 	return true
+}
+
+// request wraps a message, with the API key when there is one.
+func request[T any](cfg Config, msg *T) *connect.Request[T] {
+	req := connect.NewRequest(msg)
+	if cfg.APIKey != "" {
+		req.Header().Set("Authorization", "Bearer "+cfg.APIKey)
+	}
+	return req
 }
 
 // consumer is the state of one Run.
@@ -283,7 +311,7 @@ func (c *consumer) stream(ctx context.Context) (delivered bool, err error) {
 	watchdog := time.AfterFunc(silence, func() { cancel(errSilent) })
 	defer watchdog.Stop()
 
-	s, err := c.client.Subscribe(sctx, connect.NewRequest(&killfeedv1.SubscribeRequest{
+	s, err := c.client.Subscribe(sctx, request(c.cfg, &killfeedv1.SubscribeRequest{
 		ClientId:         c.cfg.ClientID,
 		SystemIds:        c.cfg.Systems,
 		CommitMode:       killfeedv1.CommitMode_COMMIT_MODE_EXPLICIT,
@@ -293,11 +321,14 @@ func (c *consumer) stream(ctx context.Context) (delivered bool, err error) {
 		return false, err
 	}
 	defer s.Close()
-	c.log.Info("subscribed", "url", c.cfg.URL, "client_id", c.cfg.ClientID, "systems", len(c.cfg.Systems))
 
 	for s.Receive() {
-		watchdog.Reset(silence)
-		delivered = true
+		// The silence that counts is the server's, not our processing time.
+		watchdog.Stop()
+		if !delivered {
+			delivered = true
+			c.log.Info("subscribed", "url", c.cfg.URL, "client_id", c.cfg.ClientID, "systems", len(c.cfg.Systems))
+		}
 		switch m := s.Msg().GetKind().(type) {
 		case *killfeedv1.SubscribeResponse_Events:
 			if err := c.handle(ctx, m.Events.GetEvents()); err != nil {
@@ -319,6 +350,7 @@ func (c *consumer) stream(ctx context.Context) (delivered bool, err error) {
 			c.log.Warn("events lost", "system", g.GetSystemId(),
 				"from_event_id", g.GetFromEventId(), "to_event_id", g.GetToEventId(), "lost_events", lost)
 		}
+		watchdog.Reset(silence)
 	}
 	if errors.Is(context.Cause(sctx), errSilent) {
 		return delivered, errSilent
@@ -365,11 +397,20 @@ func (c *consumer) commitPending(ctx context.Context) error {
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := c.client.Commit(cctx, connect.NewRequest(&killfeedv1.CommitRequest{ClientId: c.cfg.ClientID, Cursors: cursors})); err != nil {
+	if _, err := c.client.Commit(cctx, request(c.cfg, &killfeedv1.CommitRequest{ClientId: c.cfg.ClientID, Cursors: cursors})); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	clear(c.pending)
 	return nil
+}
+
+// shutdown commits what was processed, so the next run does not see it
+// again, and returns ctx's error.
+func (c *consumer) shutdown(ctx context.Context) error {
+	if err := c.commitPending(ctx); err != nil {
+		c.log.Warn("final commit failed; the next run will see those events again", "err", err)
+	}
+	return ctx.Err()
 }
 
 func (c *consumer) enough() bool { return c.cfg.MaxEvents > 0 && c.processed >= c.cfg.MaxEvents }

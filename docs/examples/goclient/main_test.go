@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -14,7 +17,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/killfeed/killfeed/feedsvc"
 	"github.com/killfeed/killfeed/internal/testkit"
 	killfeedv1 "github.com/killfeed/killfeed/proto/killfeed/v1"
 	"github.com/killfeed/killfeed/proto/killfeed/v1/killfeedv1connect"
@@ -157,6 +162,152 @@ func TestRunStopsOnInvalidRequest(t *testing.T) {
 	}
 	if _, err := (Config{}).withDefaults(); err == nil {
 		t.Error("an empty config was accepted")
+	}
+}
+
+func TestRunSendsAPIKey(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(file, []byte("example-key-0123456789 tool-\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := feedsvc.LoadKeys(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := testkit.Start(t, testkit.WithServiceOptions(feedsvc.Options{Keys: keys}))
+	want := env.Produce(jita)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	cfg := Config{URL: env.URL, ClientID: "tool-a", Systems: []int64{jita}, MaxEvents: 1, APIKey: "example-key-0123456789"}
+	var got []int64
+	if err := Run(ctx, cfg, func(_ context.Context, k Kill) error { got = append(got, k.KillmailID); return nil }); err != nil {
+		t.Fatalf("Run with a valid key = %v", err)
+	}
+	if !slices.Equal(got, []int64{want}) {
+		t.Errorf("processed %v, want [%d]", got, want)
+	}
+	// A refusal is final: no retries.
+	for _, key := range []string{"", "wrong-key-0123456789"} {
+		cfg.APIKey = key
+		if err := Run(ctx, cfg, func(context.Context, Kill) error { return nil }); connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Errorf("Run with key %q = %v, want unauthenticated", key, err)
+		}
+	}
+	cfg.APIKey, cfg.ClientID = "example-key-0123456789", "other-tool"
+	if err := Run(ctx, cfg, func(context.Context, Kill) error { return nil }); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("Run for a client id outside the key's prefix = %v, want permission_denied", err)
+	}
+}
+
+// TestRunStopsWhenTakenOver: a second consumer with the same client id
+// takes the stream over; the first stops instead of taking it back.
+func TestRunStopsWhenTakenOver(t *testing.T) {
+	env := testkit.Start(t)
+	cfg := Config{URL: env.URL, ClientID: "one-consumer", Systems: []int64{jita}, MinBackoff: 10 * time.Millisecond}
+	rec := &recorder{}
+	first := startRun(t, cfg, rec)
+	env.Produce(jita)
+	rec.waitFor(t, 1)
+	second := startRun(t, cfg, rec)
+	select {
+	case err := <-first.err:
+		if connect.CodeOf(err) != connect.CodeAborted {
+			t.Errorf("first Run = %v, want aborted", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the first consumer kept running after a second one subscribed")
+	}
+	env.Produce(jita)
+	rec.waitFor(t, 2)
+	second.stop(t)
+}
+
+// silentServer sends a loss report and one event, then nothing at all, as
+// a server behind a half-open connection would look.
+type silentServer struct {
+	killfeedv1connect.UnimplementedKillfeedServiceHandler
+	subscribes atomic.Int32
+	commits    chan *killfeedv1.CommitRequest
+}
+
+func (s *silentServer) Subscribe(ctx context.Context, _ *connect.Request[killfeedv1.SubscribeRequest], stream *connect.ServerStream[killfeedv1.SubscribeResponse]) error {
+	if s.subscribes.Add(1) == 1 {
+		gap := &killfeedv1.Gap{SystemId: jita, FromEventId: 1024, ToEventId: 5120, LostEvents: 4}
+		km, _ := structpb.NewStruct(map[string]any{"killmail_id": 130000001, "zkb": map[string]any{"totalValue": 1.5e6}})
+		ev := &killfeedv1.Event{EventId: 5120, SystemId: jita, Killmail: km}
+		for _, m := range []*killfeedv1.SubscribeResponse{
+			{Kind: &killfeedv1.SubscribeResponse_Gap{Gap: gap}},
+			{Kind: &killfeedv1.SubscribeResponse_Events{Events: &killfeedv1.Events{Events: []*killfeedv1.Event{ev}}}},
+		} {
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		}
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *silentServer) Commit(_ context.Context, req *connect.Request[killfeedv1.CommitRequest]) (*connect.Response[killfeedv1.CommitResponse], error) {
+	s.commits <- req.Msg
+	return connect.NewResponse(&killfeedv1.CommitResponse{}), nil
+}
+
+// TestRunReportsGapsAndLeavesSilentStreams: a loss report is logged with
+// its system, range and count, and a stream that stays silent for three
+// heartbeats is abandoned for a new one.
+func TestRunReportsGapsAndLeavesSilentStreams(t *testing.T) {
+	fake := &silentServer{commits: make(chan *killfeedv1.CommitRequest, 10)}
+	mux := http.NewServeMux()
+	mux.Handle(killfeedv1connect.NewKillfeedServiceHandler(fake))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := feedsvc.NewHTTPServer("", mux)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	logs := &logBuffer{}
+	cfg := Config{
+		URL:        "http://" + ln.Addr().String(),
+		ClientID:   "silent",
+		Systems:    []int64{jita},
+		Heartbeat:  time.Second,
+		MinBackoff: 10 * time.Millisecond,
+		Logger:     slog.New(slog.NewTextHandler(logs, nil)),
+	}
+	rec := &recorder{}
+	r := startRun(t, cfg, rec)
+	rec.waitFor(t, 1)
+	select {
+	case c := <-fake.commits:
+		if cur := c.GetCursors(); len(cur) != 1 || cur[0].GetSystemId() != jita || cur[0].GetEventId() != 5120 {
+			t.Errorf("committed %v, want system %d event 5120", cur, jita)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no commit")
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for fake.subscribes.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.stop(t)
+	if n := fake.subscribes.Load(); n < 2 {
+		t.Errorf("%d subscribes; the client did not leave the silent stream", n)
+	}
+	out := logs.String()
+	for _, want := range []string{
+		`msg="events lost" system=30000142 from_event_id=1024 to_event_id=5120 lost_events=4`,
+		`no message from the server for three heartbeat intervals`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if k := rec.snapshot()[0]; k.KillmailID != 130000001 || k.TotalValue != 1.5e6 || k.EventID != 5120 {
+		t.Errorf("processed %+v", k)
 	}
 }
 

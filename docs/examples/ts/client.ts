@@ -8,13 +8,16 @@
 //   node dist/client.js --url http://127.0.0.1:8080 \
 //       --client-id my-tool --systems 30000142,30002187
 //
+// When the server requires API keys, pass yours with --api-key or the
+// KILLFEED_API_KEY environment variable.
+//
 // Every processed killmail is one line on standard output; what happens to
 // the stream (backfill done, reconnects, lost events) is logged on standard
 // error. See docs/killfeed_example.md for the guarantees this relies on.
 
 import { parseArgs } from "node:util";
 import type { JsonObject } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { CommitMode, KillfeedService, type Event } from "./gen/killfeed/v1/killfeed_pb.js";
 
@@ -31,6 +34,11 @@ export interface Config {
   systems: bigint[];
   /** "grpc" (the default) or "connect"; both over HTTP/2. */
   protocol?: "grpc" | "connect";
+  /**
+   * Sent as "Authorization: Bearer <key>" when set. Servers with
+   * authentication on bind each key to a client_id prefix.
+   */
+  apiKey?: string;
   /** When positive, run() resolves once this many events are processed and committed. */
   maxEvents?: number;
   /**
@@ -70,10 +78,12 @@ class ProcessError extends Error {}
 /**
  * Consumes the feed until `signal` aborts (resolves after committing what was
  * processed), maxEvents have been processed (resolves), `onKill` throws
- * (rejects), or the server rejects the request as invalid (rejects). Every
- * other failure — the connection drops, the service restarts, a commit fails
- * — is retried: run() reconnects with backoff and the server resumes the
- * stream from the last committed positions.
+ * (rejects), the server refuses the request (invalid, unauthenticated, not
+ * permitted: rejects), or another consumer subscribes with the same client
+ * id (the server ends this stream with aborted: rejects). Every other
+ * failure — the connection drops, the service restarts or drains, a rate or
+ * stream limit, a commit fails — is retried: run() reconnects with backoff
+ * and the server resumes the stream from the last committed positions.
  *
  * `onKill` is called once per event, in order within each system. Events
  * are committed after it returns, one Commit per received batch. A failed
@@ -98,12 +108,12 @@ export async function run(cfg: Config, onKill: (k: Kill) => void | Promise<void>
       return;
     }
     if (signal.aborted) {
-      // Shutting down: commit what was processed, so the next run does not
-      // see it again.
-      await c.commitPending().catch((e) => log("final commit failed; the next run will see those events again", { err: String(e) }));
-      return;
+      return c.shutdown();
     }
     if (!retryable(err)) {
+      if (err instanceof ConnectError && err.code === Code.Aborted) {
+        throw new Error(`another consumer subscribed with client id "${cfg.clientId}": ${err.message}`, { cause: err });
+      }
       throw err;
     }
     if (delivered) {
@@ -113,19 +123,26 @@ export async function run(cfg: Config, onKill: (k: Kill) => void | Promise<void>
     const wait = Math.floor(Math.random() * backoff) + 1;
     log("stream ended; reconnecting", { err: String(err), inMs: wait });
     await sleep(wait, signal);
+    if (signal.aborted) {
+      return c.shutdown();
+    }
     backoff = Math.min(2 * backoff, maxBackoff);
   }
 }
 
-/** Whether reconnecting may help: a request the server calls invalid will be refused again. */
+/**
+ * Whether reconnecting may help. A request the server calls invalid or
+ * unauthorised will be refused again; aborted means another consumer took
+ * over this client id, and reconnecting would only take it back and forth.
+ * Everything else (unavailable, resource_exhausted from a limit, a dropped
+ * connection) is worth retrying after a backoff.
+ */
 function retryable(err: unknown): boolean {
   if (err instanceof ProcessError) {
     return false;
   }
-  if (err instanceof ConnectError) {
-    return ![Code.InvalidArgument, Code.Unauthenticated, Code.PermissionDenied, Code.Unimplemented].includes(err.code);
-  }
-  return true;
+  const final = [Code.InvalidArgument, Code.Unauthenticated, Code.PermissionDenied, Code.Unimplemented, Code.Aborted];
+  return !(err instanceof ConnectError && final.includes(err.code));
 }
 
 class Consumer {
@@ -140,11 +157,18 @@ class Consumer {
     private readonly log: NonNullable<Config["log"]>,
     private readonly onKill: (k: Kill) => void | Promise<void>,
   ) {
+    // Every call carries the API key, when there is one.
+    const auth: Interceptor = (next) => (req) => {
+      if (cfg.apiKey) {
+        req.header.set("Authorization", `Bearer ${cfg.apiKey}`);
+      }
+      return next(req);
+    };
     // Both transports speak HTTP/2: plain-text (h2c) for http://, TLS for https://.
     const transport =
       cfg.protocol === "connect"
-        ? createConnectTransport({ baseUrl: cfg.url, httpVersion: "2" })
-        : createGrpcTransport({ baseUrl: cfg.url });
+        ? createConnectTransport({ baseUrl: cfg.url, httpVersion: "2", interceptors: [auth] })
+        : createGrpcTransport({ baseUrl: cfg.url, interceptors: [auth] });
     this.client = createClient(KillfeedService, transport);
     this.heartbeatSeconds = Math.max(1, Math.min(300, Math.floor(cfg.heartbeatSeconds ?? 15)));
   }
@@ -185,11 +209,13 @@ class Consumer {
         },
         { signal: AbortSignal.any([signal, watchdog.signal]) },
       );
-      this.log("subscribed", { url: this.cfg.url, clientId: this.cfg.clientId, systems: this.cfg.systems.length });
       for await (const res of responses) {
+        // The silence that counts is the server's, not our processing time.
         clearTimeout(timer);
-        timer = setTimeout(() => watchdog.abort(new Silent()), silence);
-        delivered = true;
+        if (!delivered) {
+          delivered = true;
+          this.log("subscribed", { url: this.cfg.url, clientId: this.cfg.clientId, systems: this.cfg.systems.length });
+        }
         switch (res.kind.case) {
           case "events":
             await this.handle(res.kind.value.events, signal);
@@ -213,6 +239,7 @@ class Consumer {
             break;
           }
         }
+        timer = setTimeout(() => watchdog.abort(new Silent()), silence);
       }
     } catch (err) {
       return { delivered, err: watchdog.signal.aborted && !signal.aborted ? new Silent() : err };
@@ -248,6 +275,15 @@ class Consumer {
     }
     if (stop !== undefined) {
       throw stop;
+    }
+  }
+
+  /** Commits what was processed, so the next run does not see it again. */
+  async shutdown(): Promise<void> {
+    try {
+      await this.commitPending();
+    } catch (e) {
+      this.log("final commit failed; the next run will see those events again", { err: String(e) });
     }
   }
 
@@ -324,14 +360,25 @@ async function main(): Promise<void> {
       protocol: { type: "string", default: "grpc" },
       "max-events": { type: "string", default: "0" },
       "heartbeat-seconds": { type: "string", default: "15" },
+      "api-key": { type: "string", default: process.env.KILLFEED_API_KEY },
     },
   });
   const clientId = values["client-id"];
   const protocol = values.protocol;
   const maxEvents = Number(values["max-events"]);
-  if (!clientId || !values.systems || (protocol !== "grpc" && protocol !== "connect") || !Number.isInteger(maxEvents) || maxEvents < 0) {
+  const heartbeatSeconds = Number(values["heartbeat-seconds"]);
+  if (
+    !clientId ||
+    !values.systems ||
+    (protocol !== "grpc" && protocol !== "connect") ||
+    !Number.isInteger(maxEvents) ||
+    maxEvents < 0 ||
+    !Number.isInteger(heartbeatSeconds) ||
+    heartbeatSeconds < 1 ||
+    heartbeatSeconds > 300
+  ) {
     console.error(
-      "usage: node dist/client.js --client-id ID --systems 30000142,30002187 [--url http://127.0.0.1:8080] [--protocol grpc|connect] [--max-events N] [--heartbeat-seconds S]",
+      "usage: node dist/client.js --client-id ID --systems 30000142,30002187 [--url http://127.0.0.1:8080] [--protocol grpc|connect] [--max-events N] [--heartbeat-seconds S] [--api-key KEY]",
     );
     process.exit(2);
   }
@@ -342,7 +389,15 @@ async function main(): Promise<void> {
   process.once("SIGTERM", () => stop.abort());
 
   await run(
-    { url: values.url ?? "", clientId, systems, protocol, maxEvents, heartbeatSeconds: Number(values["heartbeat-seconds"]) },
+    {
+      url: values.url ?? "",
+      clientId,
+      systems,
+      protocol,
+      maxEvents,
+      heartbeatSeconds,
+      apiKey: values["api-key"],
+    },
     (k) => {
       process.stdout.write(`killmail ${k.killmailId} system ${k.systemId} value ${formatISK(k.totalValue)} event ${k.eventId}\n`);
     },

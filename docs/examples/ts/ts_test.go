@@ -20,11 +20,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/killfeed/killfeed/feedsvc"
 	"github.com/killfeed/killfeed/internal/testkit"
 	killfeedv1 "github.com/killfeed/killfeed/proto/killfeed/v1"
 	"github.com/killfeed/killfeed/proto/killfeed/v1/killfeedv1connect"
@@ -101,13 +103,72 @@ func TestClientResumesExactlyOnce(t *testing.T) {
 	}
 }
 
+// TestClientAPIKey: the client sends its key on every call, and stops at
+// once when the server refuses it.
+func TestClientAPIKey(t *testing.T) {
+	build(t)
+	file := filepath.Join(t.TempDir(), "keys")
+	if err := os.WriteFile(file, []byte("example-key-0123456789 tool-\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := feedsvc.LoadKeys(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := testkit.Start(t, testkit.WithServiceOptions(feedsvc.Options{Keys: keys}))
+	id := env.Produce(jita)
+	got := runClient(t, env.URL, "tool-ts", "grpc", 1, nil, "--api-key", "example-key-0123456789")
+	if len(got) != 1 || got[0].killmail != id {
+		t.Errorf("printed %v, want killmail %d", got, id)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "dist/client.js", "--url", env.URL, "--client-id", "tool-ts", "--systems", strconv.Itoa(jita))
+	cmd.Env = append(os.Environ(), "KILLFEED_API_KEY=wrong-key-0123456789")
+	out, err := cmd.CombinedOutput()
+	if err == nil || ctx.Err() != nil || !strings.Contains(string(out), "unknown API key") {
+		t.Errorf("client with a wrong key: %v (want exit status 1 at once), output:\n%s", err, out)
+	}
+}
+
+// TestGeneratedCodeIsCurrent: gen/ is what buf.gen.yaml makes of the
+// proto files today (regenerate with npm run generate).
+func TestGeneratedCodeIsCurrent(t *testing.T) {
+	build(t)
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "npx", "--no", "--", "buf", "generate", "-o", tmp).CombinedOutput(); err != nil {
+		t.Fatalf("buf generate: %v\n%s", err, out)
+	}
+	var files []string
+	err := filepath.WalkDir(filepath.Join(tmp, "gen"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			files = append(files, path)
+		}
+		return err
+	})
+	if err != nil || len(files) == 0 {
+		t.Fatalf("buf generated nothing: %v", err)
+	}
+	for _, fresh := range files {
+		rel, _ := filepath.Rel(tmp, fresh)
+		want, _ := os.ReadFile(fresh)
+		got, err := os.ReadFile(rel)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s is not what buf generates from the proto files; run npm run generate (%v)", rel, err)
+		}
+	}
+}
+
 // kill is one line the client printed.
 type kill struct{ killmail, system, event int64 }
 
 // runClient runs the compiled client until it exits after maxEvents and
 // returns what it printed. onLine, if set, is called after each line with the
 // number printed so far.
-func runClient(t *testing.T, url, clientID, protocol string, maxEvents int, onLine func(printed int)) []kill {
+func runClient(t *testing.T, url, clientID, protocol string, maxEvents int, onLine func(printed int), extraArgs ...string) []kill {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -115,6 +176,7 @@ func runClient(t *testing.T, url, clientID, protocol string, maxEvents int, onLi
 		"--url", url, "--client-id", clientID, "--protocol", protocol,
 		"--systems", fmt.Sprintf("%d,%d", jita, amarr),
 		"--max-events", strconv.Itoa(maxEvents))
+	cmd.Args = append(cmd.Args, extraArgs...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -178,39 +240,79 @@ func checkCommitted(t *testing.T, url, clientID string, kills []kill) {
 	}
 }
 
-// build installs the packages when needed and compiles the client, or skips
-// (fails, with CI=true) when Node.js is missing. The go tool runs tests in
-// the package's directory, which holds package.json.
+// build installs the packages when needed and compiles the client, once
+// for all tests, or skips (fails, with CI=true) when Node.js is missing. The
+// go tool runs tests in the package's directory, which holds package.json.
 func build(t *testing.T) {
 	t.Helper()
-	var missing []string
-	for _, tool := range []string{"node", "npm", "npx"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
+	buildOnce.Do(func() {
+		if buildMissing = nodeProblem(); buildMissing == "" {
+			buildLog, buildErr = installAndCompile()
 		}
-	}
-	problem := strings.Join(missing, ", ") + " not found on PATH"
-	if len(missing) == 0 {
-		problem = ""
-		if out, err := exec.Command("node", "--version").Output(); err != nil {
-			problem = fmt.Sprintf("node --version: %v", err)
-		} else if v := strings.TrimSpace(string(out)); nodeMajor(v) < 20 {
-			problem = fmt.Sprintf("node is %s; the client needs 20 or later", v)
-		}
-	}
-	if problem != "" {
+	})
+	if buildMissing != "" {
 		msg := fmt.Sprintf("\n%s\n%s: the TypeScript example client is NOT TESTED.\nInstall Node.js 20+ with npm to run this test.\n%s",
-			strings.Repeat("#", 72), problem, strings.Repeat("#", 72))
+			strings.Repeat("#", 72), buildMissing, strings.Repeat("#", 72))
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
 		fmt.Fprintln(os.Stderr, msg)
 		t.Skip(msg)
 	}
-	if installNeeded(t) {
-		run(t, "npm", "ci", "--no-audit", "--no-fund")
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
-	run(t, "npx", "--no", "--", "tsc", "-p", "tsconfig.json")
+	t.Log(buildLog)
+}
+
+var (
+	buildOnce    sync.Once
+	buildMissing string // why Node.js cannot be used, if it cannot
+	buildLog     string // what the build did and how long it took
+	buildErr     error
+)
+
+// nodeProblem says what is missing to run the client, or "".
+func nodeProblem() string {
+	var missing []string
+	for _, tool := range []string{"node", "npm", "npx"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		return strings.Join(missing, ", ") + " not found on PATH"
+	}
+	out, err := exec.Command("node", "--version").Output()
+	if err != nil {
+		return fmt.Sprintf("node --version: %v", err)
+	}
+	if v := strings.TrimSpace(string(out)); nodeMajor(v) < 20 {
+		return fmt.Sprintf("node is %s; the client needs 20 or later", v)
+	}
+	return ""
+}
+
+// installAndCompile runs npm ci when node_modules is missing or older than
+// package-lock.json, then tsc.
+func installAndCompile() (string, error) {
+	var steps [][]string
+	if installNeeded() {
+		steps = append(steps, []string{"npm", "ci", "--no-audit", "--no-fund"})
+	}
+	steps = append(steps, []string{"npx", "--no", "--", "tsc", "-p", "tsconfig.json"})
+	var log strings.Builder
+	for _, step := range steps {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		began := time.Now()
+		out, err := exec.CommandContext(ctx, step[0], step[1:]...).CombinedOutput()
+		cancel()
+		if err != nil {
+			return log.String(), fmt.Errorf("%s: %v\n%s", strings.Join(step, " "), err, out)
+		}
+		fmt.Fprintf(&log, "%s: %s; ", strings.Join(step, " "), time.Since(began).Round(time.Millisecond))
+	}
+	return strings.TrimSuffix(log.String(), "; "), nil
 }
 
 // nodeMajor reads 20 from "v20.20.2" (0 if it cannot).
@@ -222,23 +324,11 @@ func nodeMajor(version string) int {
 
 // installNeeded reports whether node_modules is missing or older than
 // package-lock.json (npm ci writes node_modules/.package-lock.json).
-func installNeeded(t *testing.T) bool {
-	lock, err := os.Stat("package-lock.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+func installNeeded() bool {
 	installed, err := os.Stat(filepath.Join("node_modules", ".package-lock.json"))
-	return err != nil || installed.ModTime().Before(lock.ModTime())
-}
-
-func run(t *testing.T, name string, args ...string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	began := time.Now()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+		return true
 	}
-	t.Logf("%s %s: %s", name, strings.Join(args, " "), time.Since(began).Round(time.Millisecond))
+	lock, err := os.Stat("package-lock.json")
+	return err != nil || installed.ModTime().Before(lock.ModTime())
 }
