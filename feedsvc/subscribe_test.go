@@ -157,16 +157,14 @@ func (p *producer) finish() []int64 {
 }
 
 // processExplicit reads a stream in explicit mode: each event is processed
-// (counted in seen) and committed before the next is looked at, until done
-// says stop or the stream ends. An event received after done said stop is
-// not processed, so it must be delivered again after a resume.
+// (counted in seen) and committed before the next, a whole message at a
+// time, until done says stop or the stream ends. Messages the server sent
+// but the client did not read before it dropped must come again after a
+// resume.
 func processExplicit(t *testing.T, c killfeedv1connect.KillfeedServiceClient, r *streamReader, client string, seen map[int64]int, done func() bool) {
 	t.Helper()
 	for !done() && r.stream.Receive() {
 		for _, ev := range r.stream.Msg().GetEvents().GetEvents() {
-			if done() {
-				break
-			}
 			seen[killmailIDs(t, []*killfeedv1.Event{ev})[0]]++
 			_, err := c.Commit(context.Background(), connect.NewRequest(&killfeedv1.CommitRequest{
 				ClientId: client, Cursors: []*killfeedv1.Cursor{{SystemId: ev.SystemId, EventId: ev.EventId}},
