@@ -247,3 +247,26 @@ func TestTrimConsumedDeletesOnlyWhatEveryClientRead(t *testing.T) {
 		t.Fatalf("newcomer got %d events, want 1", n)
 	}
 }
+
+// Next reports a loss too: over Connect in gaps, and over REST beside the
+// event or, with no event, in the Killfeed-Gaps header of the 204.
+func TestNextReportsLoss(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	c := e.client(h2cClient(), connect.WithGRPC())
+	e.produce(jita)
+	e.produce(amarr)
+	poll(t, c, "n", jita)
+	poll(t, c, "rest", jita, amarr)
+	e.produce(jita)
+	e.produce(amarr)
+	e.applyRetention(1)
+
+	got := next(t, c, "n", jita)
+	if got.Event != nil || len(got.Gaps) != 1 || got.Gaps[0].SystemId != jita || got.Gaps[0].LostEvents != 1 {
+		t.Fatalf("Next after retention: %v, want no event and one Jita gap of 1", got)
+	}
+	status, _, hdr := e.get("/api/killfeed/next?client_id=rest&systems=30000142,30002187")
+	if status != 204 || !strings.Contains(hdr.Get("Killfeed-Gaps"), `"system_id":30000142`) || !strings.Contains(hdr.Get("Killfeed-Gaps"), `"system_id":30002187`) {
+		t.Fatalf("REST next: %d, Killfeed-Gaps %q", status, hdr.Get("Killfeed-Gaps"))
+	}
+}
