@@ -54,6 +54,6 @@ func NewHTTPServer(addr string, h http.Handler) *http.Server {
 		ReadHeaderTimeout: 10 * time.Second,
 		// A query for the most systems allowed is about 10 KB.
 		MaxHeaderBytes: 64 << 10,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
 	}
 }
