@@ -128,22 +128,16 @@ func (h *connectHandler) ResetPositions(ctx context.Context, req *connect.Reques
 	var ps []offsets.Position
 	m := s.mem
 	m.mu.RLock()
-	for _, sys := range systems {
-		for _, p := range partitionsOf(m.bySystem[sys], current, sys) {
-			ps0 := m.parts[p]
-			if ps0 == nil {
-				continue
-			}
-			off := ps0.logStart
-			switch req.Msg.GetTo().(type) {
-			case *killfeedv1.ResetPositionsRequest_Latest:
-				off = ps0.next
-			case *killfeedv1.ResetPositionsRequest_Time:
-				off = max(atTime[p], ps0.logStart)
-			}
-			ps = append(ps, offsets.Position{SystemID: sys, Partition: p, Offset: off})
+	m.eachSysPartLocked(systems, current, func(k sysPart, part *partState, _ *sysLog) {
+		off := part.logStart
+		switch req.Msg.GetTo().(type) {
+		case *killfeedv1.ResetPositionsRequest_Latest:
+			off = part.next
+		case *killfeedv1.ResetPositionsRequest_Time:
+			off = max(atTime[k.partition], part.logStart)
 		}
-	}
+		ps = append(ps, offsets.Position{SystemID: k.system, Partition: k.partition, Offset: off})
+	})
 	m.mu.RUnlock()
 	if err := s.store.Commit(ctx, client, ps); err != nil {
 		return nil, rpcError(err)

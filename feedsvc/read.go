@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -53,36 +54,29 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 
 	m := s.mem
 	m.mu.RLock()
-	for _, sys := range systems {
-		for _, p := range partitionsOf(m.bySystem[sys], pos, sys) {
-			ps := m.parts[p]
-			if ps == nil {
-				continue
-			}
-			k := sysPart{sys, p}
-			l := m.logs[k]
-			from, has := pos[k]
-			if !has {
-				// A client new to the system gets everything retained.
-				from = ps.logStart
-			}
-			if from < ps.logStart {
-				res.gaps = append(res.gaps, gap{system: sys, partition: p, from: from, to: ps.logStart, lost: l.lostBetween(from, ps.logStart)})
-				from = ps.logStart
-				res.next[k] = from
-			}
-			floor := ps.loadStart
-			if l != nil {
-				floor = l.floor
-			}
-			if from < floor {
-				backlogs = append(backlogs, backlog{key: k, from: from, to: floor})
-			}
-			if evs := l.after(max(from, floor)); len(evs) > 0 {
-				srcs = append(srcs, &source{key: k, events: evs})
-			}
+	m.eachSysPartLocked(systems, pos, func(k sysPart, ps *partState, l *sysLog) {
+		sys, p := k.system, k.partition
+		from, has := pos[k]
+		if !has {
+			// A client new to the system gets everything retained.
+			from = ps.logStart
 		}
-	}
+		if from < ps.logStart {
+			res.gaps = append(res.gaps, gap{system: sys, partition: p, from: from, to: ps.logStart, lost: l.lostBetween(from, ps.logStart)})
+			from = ps.logStart
+			res.next[k] = from
+		}
+		floor := ps.loadStart
+		if l != nil {
+			floor = l.floor
+		}
+		if from < floor {
+			backlogs = append(backlogs, backlog{key: k, from: from, to: floor})
+		}
+		if evs := l.after(max(from, floor)); len(evs) > 0 {
+			srcs = append(srcs, &source{key: k, events: evs})
+		}
+	})
 	m.mu.RUnlock()
 
 	for _, b := range backlogs {
@@ -127,20 +121,44 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 	return res, nil
 }
 
+// eachSysPartLocked calls fn for every partition of each system that memory
+// knows the partition of: those memory has seen the system on, plus those
+// the client holds a position on. m.mu must be held.
+func (m *memory) eachSysPartLocked(systems []int64, pos map[sysPart]int64, fn func(k sysPart, ps *partState, l *sysLog)) {
+	extra := m.unseenLocked(pos)
+	for _, sys := range systems {
+		for _, p := range partitionsOf(m.bySystem[sys], extra[sys]) {
+			if ps := m.parts[p]; ps != nil {
+				k := sysPart{sys, p}
+				fn(k, ps, m.logs[k])
+			}
+		}
+	}
+}
+
 // partitionsOf lists the partitions to read for a system: those memory has
-// seen it on, plus any the client holds a position on.
-func partitionsOf(seen []int32, pos map[sysPart]int64, sys int64) []int32 {
-	out := seen
+// seen it on, plus those the client holds a position on that memory has not
+// (extra, from unseenLocked).
+func partitionsOf(seen, extra []int32) []int32 {
+	if len(extra) == 0 {
+		return seen
+	}
+	return append(seen[:len(seen):len(seen)], extra...)
+}
+
+// unseenLocked indexes, by system, the partitions of positions in pos that
+// memory has not seen the system on (rare: nearly always nil). One pass over
+// pos serves a whole read: searching pos once per system instead made a read
+// of n systems cost n×len(pos), which dominated streams of many systems.
+// m.mu must be held.
+func (m *memory) unseenLocked(pos map[sysPart]int64) map[int64][]int32 {
+	var out map[int64][]int32
 	for k := range pos {
-		if k.system != sys {
-			continue
-		}
-		found := false
-		for _, p := range seen {
-			found = found || p == k.partition
-		}
-		if !found {
-			out = append(out[:len(out):len(out)], k.partition)
+		if !slices.Contains(m.bySystem[k.system], k.partition) {
+			if out == nil {
+				out = map[int64][]int32{}
+			}
+			out[k.system] = append(out[k.system], k.partition)
 		}
 	}
 	return out
