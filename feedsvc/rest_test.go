@@ -166,3 +166,29 @@ func TestBadRequestsAreRefusedNamingTheFieldAndChangeNothing(t *testing.T) {
 		t.Fatalf("after bad requests: %d %s", status, body)
 	}
 }
+
+// Connect's JSON (what curl and browsers get) carries the killmail byte for
+// byte as stored, like REST, with 64-bit integers as numbers.
+func TestConnectJSONKillmailIsExactlyAsIngested(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	km := e.produce(jita)
+	resp, err := http.Post(e.url+"/killfeed.v1.KillfeedService/Poll", "application/json",
+		strings.NewReader(`{"client_id":"cj","system_ids":[30000142]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var got struct {
+		Events []restEvent `json:"events"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil || resp.StatusCode != 200 || len(got.Events) != 1 {
+		t.Fatalf("status %d, %v: %s", resp.StatusCode, err, body)
+	}
+	if !bytes.Equal(got.Events[0].Killmail, km) {
+		t.Errorf("killmail\n got %s\nwant %s", got.Events[0].Killmail, km)
+	}
+	if !bytes.Contains(body, []byte(`"system_id":30000142`)) || !bytes.Contains(body, []byte(`"event_id":`)) {
+		t.Errorf("ids are not JSON numbers with snake_case names: %s", body)
+	}
+}
