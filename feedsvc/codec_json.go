@@ -78,7 +78,40 @@ func (jsonCodec) Unmarshal(data []byte, v any) error {
 	if !ok {
 		return fmt.Errorf("json codec: %T is not a protobuf message", v)
 	}
-	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, m)
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(data, m); err != nil {
+		return err
+	}
+	return checkEnumNames(data, m.ProtoReflect().Descriptor())
+}
+
+// checkEnumNames refuses an enum field set to a name its enum does not have.
+// DiscardUnknown, which lets a request carry fields this server does not
+// know, also drops such names silently and leaves the field at its default:
+// a misspelt commit_mode ("EXPLICIT") would quietly mean automatic commits.
+// Request messages have enums only at the top level.
+func checkEnumNames(data []byte, md protoreflect.MessageDescriptor) error {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return nil
+	}
+	fields := md.Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if fd.Kind() != protoreflect.EnumKind || fd.IsList() || fd.IsMap() {
+			continue
+		}
+		for _, key := range []string{string(fd.Name()), fd.JSONName()} {
+			var name string
+			raw, ok := top[key]
+			if !ok || string(raw) == "null" || json.Unmarshal(raw, &name) != nil {
+				continue // absent, the default, or a number
+			}
+			if fd.Enum().Values().ByName(protoreflect.Name(name)) == nil {
+				return fmt.Errorf("%s: %q is not a %s value", fd.Name(), name, fd.Enum().Name())
+			}
+		}
+	}
+	return nil
 }
 
 // appendJSONMessage writes m as a JSON object.

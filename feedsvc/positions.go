@@ -112,7 +112,10 @@ func (h *connectHandler) ResetPositions(ctx context.Context, req *connect.Reques
 			return nil, rpcError(badField("time", "%v", err))
 		}
 		var err error
-		if atTime, err = s.offsetsAtTime(ctx, to.Time.AsTime().UnixMilli()); err != nil {
+		// Before 1970 means from the earliest event: Kafka reads negative
+		// times as special requests (-1 is the end, -2 the start) or refuses
+		// them.
+		if atTime, err = s.offsetsAtTime(ctx, max(to.Time.AsTime().UnixMilli(), 0)); err != nil {
 			return nil, rpcError(err)
 		}
 	default:

@@ -12,10 +12,26 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
+// maxStructDepth is the deepest nesting of objects and arrays (the top-level
+// object counts as 1) that jsonToStructWire accepts. Protobuf decoders stop
+// at 100 nested messages by default (C++, Java, Python; Go at 10000), and a
+// JSON object level costs three (Value, Struct, map entry) below the two or
+// three of the response around the killmail: 32 levels keep every protobuf
+// client able to decode what it is sent. Killmails nest about five deep.
+const maxStructDepth = 32
+
 // jsonToStructWire transcodes a JSON object into the protobuf wire form of
 // google.protobuf.Struct, in one pass and without building Go values, so a
 // killmail stored as JSON can be sent to protobuf clients cheaply. Member
 // order is kept; numbers become doubles, as Struct defines them.
+//
+// What it accepts is what encoding/json accepts, with its meaning: invalid
+// JSON is an error; invalid UTF-8 in strings becomes U+FFFD (protobuf
+// strings must be UTF-8), as do lone surrogate escapes; of duplicate keys
+// the last wins, as every member goes on the wire and protobuf decoders
+// keep the last entry of a map key. It also rejects what a protobuf client
+// could not be sent: numbers beyond a double's range (1e400) and nesting
+// deeper than maxStructDepth.
 func jsonToStructWire(data []byte) ([]byte, error) {
 	d := structDecoder{data: data}
 	d.skipSpace()
@@ -33,8 +49,17 @@ func jsonToStructWire(data []byte) ([]byte, error) {
 }
 
 type structDecoder struct {
-	data []byte
-	i    int
+	data  []byte
+	i     int
+	depth int // objects and arrays open at i
+}
+
+// enter counts one more level of nesting, failing beyond maxStructDepth.
+func (d *structDecoder) enter() error {
+	if d.depth++; d.depth > maxStructDepth {
+		return d.errorf("nested deeper than %d levels", maxStructDepth)
+	}
+	return nil
 }
 
 func (d *structDecoder) skipSpace() {
@@ -71,10 +96,14 @@ func nested(b []byte, num protowire.Number, fill func([]byte) ([]byte, error)) (
 
 // object appends the content of a Struct: one map entry (field 1) per member.
 func (d *structDecoder) object(b []byte) ([]byte, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
 	d.i++ // '{'
 	d.skipSpace()
 	if d.i < len(d.data) && d.data[d.i] == '}' {
 		d.i++
+		d.depth--
 		return b, nil
 	}
 	for {
@@ -105,6 +134,7 @@ func (d *structDecoder) object(b []byte) ([]byte, error) {
 			d.i++
 		case '}':
 			d.i++
+			d.depth--
 			return b, nil
 		default:
 			return nil, d.errorf("want ',' or '}' in object")
@@ -114,10 +144,14 @@ func (d *structDecoder) object(b []byte) ([]byte, error) {
 
 // list appends the content of a ListValue: one Value (field 1) per element.
 func (d *structDecoder) list(b []byte) ([]byte, error) {
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
 	d.i++ // '['
 	d.skipSpace()
 	if d.i < len(d.data) && d.data[d.i] == ']' {
 		d.i++
+		d.depth--
 		return b, nil
 	}
 	for {
@@ -134,6 +168,7 @@ func (d *structDecoder) list(b []byte) ([]byte, error) {
 			d.i++
 		case ']':
 			d.i++
+			d.depth--
 			return b, nil
 		default:
 			return nil, d.errorf("want ',' or ']' in array")
@@ -170,9 +205,13 @@ func (d *structDecoder) value(b []byte) ([]byte, error) {
 		for d.i < len(d.data) && isNumberByte(d.data[d.i]) {
 			d.i++
 		}
-		f, err := strconv.ParseFloat(string(d.data[start:d.i]), 64)
+		num := d.data[start:d.i]
+		if !jsonNumber(num) {
+			return nil, d.errorf("bad number %q", num)
+		}
+		f, err := strconv.ParseFloat(string(num), 64)
 		if err != nil {
-			return nil, d.errorf("bad number %q", d.data[start:d.i])
+			return nil, d.errorf("number %q is beyond the range of a double", num)
 		}
 		b = protowire.AppendTag(b, 2, protowire.Fixed64Type)
 		return binary.LittleEndian.AppendUint64(b, math.Float64bits(f)), nil
@@ -183,6 +222,49 @@ func (d *structDecoder) value(b []byte) ([]byte, error) {
 
 func isNumberByte(c byte) bool {
 	return c >= '0' && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E'
+}
+
+// jsonNumber reports whether b is a number as JSON spells it:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?. strconv.ParseFloat alone
+// would also take 01, 1. and -.5.
+func jsonNumber(b []byte) bool {
+	digits := func(i int) int {
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		i = digits(i)
+	default:
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		j := digits(i + 1)
+		if j == i+1 {
+			return false
+		}
+		i = j
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		j := digits(i)
+		if j == i {
+			return false
+		}
+		i = j
+	}
+	return i == len(b)
 }
 
 func (d *structDecoder) literal(word string) bool {
@@ -222,6 +304,10 @@ func (d *structDecoder) str() ([]byte, error) {
 				return nil, d.errorf("bad string: %v", err)
 			}
 			return []byte(s), nil
+		default:
+			if d.data[d.i] < 0x20 {
+				return nil, d.errorf("control character %#x in string", d.data[d.i])
+			}
 		}
 	}
 	return nil, d.errorf("unterminated string")

@@ -27,6 +27,12 @@ func parseRecord(r *kgo.Record) (*event, error) {
 	if len(v) == 0 || v[0] != '{' || !json.Valid(v) {
 		return nil, fmt.Errorf("record value is not a JSON object")
 	}
+	// Protobuf clients get the killmail as a google.protobuf.Struct. A
+	// record that cannot be one (a number beyond a double, deep nesting)
+	// would fail every protobuf read of its system, so it is skipped too.
+	if _, err := jsonToStructWire(v); err != nil {
+		return nil, err
+	}
 	return &event{system: sys, partition: r.Partition, offset: r.Offset, timeMS: r.Timestamp.UnixMilli(), json: v}, nil
 }
 

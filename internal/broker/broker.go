@@ -55,12 +55,19 @@ func Start(opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("embedded broker: listening on %s: %w", opts.Listen, err)
 	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		// kfake advertises its listener's address, and clients cannot dial
+		// 0.0.0.0 or [::] (kcat refuses them). Advertise loopback: clients
+		// on this machine, or through a container port published on the
+		// same number, reach it.
+		host = "127.0.0.1"
+	}
 	addr := net.JoinHostPort(host, port)
 	kopts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		// kfake asks for a listener per broker; hand it the one bound above
 		// so a busy port fails here, clearly, before anything starts.
-		kfake.ListenFn(func(string, string) (net.Listener, error) { return ln, nil }),
+		kfake.ListenFn(func(string, string) (net.Listener, error) { return advertised{ln, addr}, nil }),
 		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": fmt.Sprint(opts.CleanEvery.Milliseconds())}),
 	}
 	if opts.DataDir != "" {
@@ -99,6 +106,20 @@ func (b *Broker) clean(ctx context.Context, every time.Duration) {
 		}
 	}
 }
+
+// advertised is a listener reporting the address clients should dial, which
+// kfake advertises in metadata.
+type advertised struct {
+	net.Listener
+	addr string
+}
+
+func (a advertised) Addr() net.Addr { return advertisedAddr(a.addr) }
+
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
 
 // Addr is the address Kafka clients dial.
 func (b *Broker) Addr() string { return b.addr }
