@@ -122,6 +122,13 @@ func (s *Service) restNext(w http.ResponseWriter, r *http.Request) error {
 // shape and times the call for the metrics.
 func (s *Service) restRoute(name string, h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			// The mux routes HEAD to GET handlers; a HEAD would commit
+			// positions for events whose body is never sent.
+			w.Header().Set("Allow", http.MethodGet)
+			http.Error(w, "only GET is allowed", http.StatusMethodNotAllowed)
+			return
+		}
 		began := time.Now()
 		err := h(w, r)
 		if err != nil {

@@ -192,3 +192,21 @@ func TestConnectJSONKillmailIsExactlyAsIngested(t *testing.T) {
 		t.Errorf("ids are not JSON numbers with snake_case names: %s", body)
 	}
 }
+
+// HEAD must not consume events: its response has no body to carry them.
+func TestRESTHeadConsumesNothing(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	e.produce(jita)
+	req, _ := http.NewRequest(http.MethodHead, e.url+"/api/killfeed/next?client_id=h&systems=30000142", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("HEAD: %d, want 405", resp.StatusCode)
+	}
+	if status, _, _ := e.get("/api/killfeed/next?client_id=h&systems=30000142"); status != http.StatusOK {
+		t.Fatalf("GET after HEAD: %d, want 200 with the event HEAD did not take", status)
+	}
+}
