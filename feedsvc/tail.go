@@ -3,7 +3,6 @@ package feedsvc
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -24,14 +23,15 @@ func parseRecord(r *kgo.Record) (*event, error) {
 		return nil, err
 	}
 	v := bytes.TrimSpace(r.Value)
-	if len(v) == 0 || v[0] != '{' || !json.Valid(v) {
+	if len(v) == 0 || v[0] != '{' {
 		return nil, fmt.Errorf("record value is not a JSON object")
 	}
 	// Protobuf clients get the killmail as a google.protobuf.Struct. A
 	// record that cannot be one (a number beyond a double, deep nesting)
 	// would fail every protobuf read of its system, so it is skipped too.
+	// The transcoder is a strict JSON parser, so this also validates.
 	if _, err := jsonToStructWire(v); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("record value is not a usable killmail JSON object: %w", err)
 	}
 	return &event{system: sys, partition: r.Partition, offset: r.Offset, timeMS: r.Timestamp.UnixMilli(), json: v}, nil
 }
@@ -89,15 +89,18 @@ func (t *tail) run(ctx context.Context, ends kadm.ListedOffsets) {
 }
 
 // apply stores one fetch and notifies the streams of the systems touched.
+// Records are parsed before the memory lock is taken, so readers wait only
+// for the appends.
 func (t *tail) apply(fs kgo.Fetches) {
-	m := t.svc.mem
-	var touched []int64
-	m.mu.Lock()
+	type parsed struct {
+		r *kgo.Record
+		e *event
+	}
+	var batch []parsed
 	fs.EachPartition(func(p kgo.FetchTopicPartition) {
 		if p.Err != nil {
 			return
 		}
-		ps := m.startPartitionLocked(p.Partition, p.LogStartOffset)
 		for _, r := range p.Records {
 			e, err := parseRecord(r)
 			if err != nil {
@@ -105,15 +108,27 @@ func (t *tail) apply(fs kgo.Fetches) {
 				if n := t.skipped.Add(1); n <= 10 || n%1000 == 0 {
 					t.svc.log.Warn("skipping killmails record", "partition", r.Partition, "offset", r.Offset, "skipped_total", n, "err", err)
 				}
-				ps.next = r.Offset + 1
-				continue
 			}
-			m.appendLocked(e)
-			touched = append(touched, e.system)
-			t.svc.metrics.ingested.Inc()
+			batch = append(batch, parsed{r, e})
 		}
 	})
+	if len(batch) == 0 {
+		return
+	}
+	m := t.svc.mem
+	touched := make([]int64, 0, len(batch))
+	m.mu.Lock()
+	for _, b := range batch {
+		if b.e == nil {
+			// Skipped, but read: memory is complete past it.
+			m.startPartitionLocked(b.r.Partition, b.r.Offset).next = b.r.Offset + 1
+			continue
+		}
+		m.appendLocked(b.e)
+		touched = append(touched, b.e.system)
+	}
 	m.mu.Unlock()
+	t.svc.metrics.ingested.Add(float64(len(touched)))
 	t.svc.streams.notify(touched)
 }
 
