@@ -7,6 +7,7 @@ import (
 
 	"github.com/killfeed/killfeed/internal/killmail"
 	"github.com/killfeed/killfeed/producer"
+	"github.com/killfeed/killfeed/producer/r2z2test"
 )
 
 // BenchmarkProduceSynthetic measures the whole pipeline against an
@@ -57,4 +58,25 @@ func BenchmarkSyntheticNormalize(b *testing.B) {
 		bytes += int64(len(raw))
 	}
 	b.SetBytes(bytes / int64(b.N))
+}
+
+// BenchmarkR2Z2Ingest measures R2Z2 ingestion from an in-process fake R2Z2
+// into an in-process broker, without request pacing: HTTP fetch,
+// normalisation, deduplication and transactional writes with the cursor,
+// in batches of the default size.
+func BenchmarkR2Z2Ingest(b *testing.B) {
+	e := newR2Z2Env(b)
+	for i := range b.N {
+		e.srv.PublishKillmail(int64(128_000_000+i), systems[i%len(systems)])
+	}
+	opts := e.options()
+	opts.Start = r2z2test.FirstSequence
+	opts.Logger = nil
+	b.ResetTimer()
+	stats := e.runToHead(e.ingester(opts), 0)
+	if stats.Produced != int64(b.N) {
+		b.Fatalf("produced %d of %d", stats.Produced, b.N)
+	}
+	b.ReportMetric(float64(stats.Produced)/b.Elapsed().Seconds(), "killmails/s")
+	b.ReportMetric(float64(stats.Commits), "commits")
 }

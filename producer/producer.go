@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/killfeed/killfeed/internal/killmail"
 )
 
 // Defaults for Options.
@@ -192,11 +190,7 @@ func New(cl *kgo.Client, opts Options) (*Producer, error) {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
 	if opts.MaxValueBytes <= 0 {
-		max, _ := cl.OptValue(kgo.ProducerBatchMaxBytes).(int32)
-		if max <= 0 {
-			max = 1_000_012 // franz-go's default
-		}
-		opts.MaxValueBytes = int(max) - 1024
+		opts.MaxValueBytes = defaultMaxValueBytes(cl)
 	}
 	if opts.FlushTimeout <= 0 {
 		opts.FlushTimeout = DefaultFlushTimeout
@@ -353,18 +347,9 @@ func (p *Producer) Run(ctx context.Context, src Source) (Stats, error) {
 			return "record " + strconv.FormatInt(n, 10)
 		}
 
-		km, err := killmail.Normalize(raw)
+		km, reason, err := normalizeRecord(raw, p.opts.MaxValueBytes)
 		if err != nil {
-			reason := string(killmail.ReasonOf(err))
-			if reason == "" {
-				reason = ReasonOther
-			}
 			p.reject(c, where(), reason, err)
-			continue
-		}
-		if len(km.JSON) > p.opts.MaxValueBytes {
-			p.reject(c, where(), ReasonTooLarge,
-				fmt.Errorf("killmail %d is %d bytes normalised; the limit is %d", km.ID, len(km.JSON), p.opts.MaxValueBytes))
 			continue
 		}
 		if p.ids != nil && !p.ids.add(km.ID) {
@@ -381,12 +366,7 @@ func (p *Producer) Run(ctx context.Context, src Source) (Stats, error) {
 			continue
 		}
 		c.inFlight.Add(1)
-		rec := &kgo.Record{
-			Topic:   p.opts.Topic,
-			Key:     killmail.Key(km.SystemID),
-			Value:   km.JSON,
-			Headers: []kgo.RecordHeader{{Key: HeaderKillmailID, Value: strconv.AppendInt(nil, km.ID, 10)}},
-		}
+		rec := newRecord(p.opts.Topic, km)
 		id, size := km.ID, int64(len(km.JSON))
 		p.cl.Produce(produceCtx, rec, func(r *kgo.Record, err error) {
 			defer func() { <-slots }()
@@ -479,12 +459,7 @@ func (p *Producer) reject(c *counters, where, reason string, err error) {
 		c.rejections = append(c.rejections, Rejection{Where: where, Reason: reason, Err: err})
 	}
 	c.mu.Unlock()
-	switch limit := int64(p.opts.LogRejections); {
-	case n <= limit:
-		p.opts.Logger.Warn("killmail rejected", "where", where, "reason", reason, "error", err)
-	case n == limit+1:
-		p.opts.Logger.Warn("further rejections are counted but not logged", "logged", limit)
-	}
+	logRejection(p.opts.Logger, n, int64(p.opts.LogRejections), where, reason, err)
 }
 
 // startProgress reports the counts every ProgressInterval until the

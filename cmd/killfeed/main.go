@@ -21,7 +21,7 @@ type cli struct {
 
 	Serve serveCmd `cmd:"" help:"Run the feed service (with an embedded Kafka-compatible broker when --brokers is empty)."`
 
-	Produce produceCmd `cmd:"" help:"Write killmails from an NDJSON file, stdin or the synthetic generator to the killmails topic."`
+	Produce produceCmd `cmd:"" help:"Write killmails from zKillboard's R2Z2 feed, an NDJSON file, stdin or the synthetic generator to the killmails topic."`
 }
 
 // logger builds the process logger from the global flags.

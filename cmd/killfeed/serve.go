@@ -17,6 +17,7 @@ import (
 	"github.com/killfeed/killfeed/feedsvc"
 	"github.com/killfeed/killfeed/internal/broker"
 	"github.com/killfeed/killfeed/offsets"
+	"github.com/killfeed/killfeed/producer"
 )
 
 // serveCmd runs the feed service.
@@ -43,6 +44,10 @@ type serveCmd struct {
 	MaxLimit           int           `help:"Largest Poll limit a client may ask for." default:"10000" env:"KILLFEED_MAX_LIMIT"`
 	Metrics            bool          `help:"Serve Prometheus metrics at /metrics." default:"true" negatable:"" env:"KILLFEED_METRICS"`
 
+	// Source defaults to zKillboard's live feed, so that `killfeed serve`
+	// alone is a working service; produce has no default.
+	Source string `help:"Where killmails come from: r2z2 (zKillboard's live feed), none, synthetic (generated) or file (NDJSON, see --file)." enum:"none,r2z2,synthetic,file" default:"r2z2" env:"KILLFEED_SOURCE"`
+
 	topicFlags  `embed:""`
 	sourceFlags `embed:""`
 }
@@ -52,7 +57,7 @@ func (c *serveCmd) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
-	return c.sourceFlags.validate()
+	return c.sourceFlags.validate(c.Source)
 }
 
 // Run starts the broker (if embedded), the positions store, the feed service
@@ -72,7 +77,9 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		sync = *c.SyncPositions
 	}
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	// producer.ClientOpts: the built-in source retries through a Kafka
+	// restart behind a proxy.
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, producer.ClientOpts()...)...)
 	if err != nil {
 		return fmt.Errorf("connecting to Kafka %v: %w", brokers, err)
 	}
@@ -121,12 +128,17 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 	if c.Source != "none" {
 		// The built-in source runs beside the service; when it ends or
 		// fails the service keeps serving what is in Kafka. At shutdown it
-		// flushes what it read before the Kafka client closes.
+		// flushes what it read before the Kafka client closes. A bad
+		// source configuration fails here, before serving.
+		runSource, err := c.prepare(log, cl, c.Topic, c.Source)
+		if err != nil {
+			return err
+		}
 		produced := make(chan struct{})
 		defer func() { <-produced }()
 		go func() {
 			defer close(produced)
-			if err := c.produce(ctx, log, cl, c.Topic); err != nil {
+			if err := runSource(ctx); err != nil {
 				log.Error("killmail source stopped", "source", c.Source, "err", err)
 			}
 		}()
