@@ -87,7 +87,7 @@ for _ in 1 2 3 4 5; do
 	log "starting container $container (Kafka on 127.0.0.1:$kport)"
 	if docker run -d --name "$container" -p 127.0.0.1::8080 -p "127.0.0.1:$kport:$kport" \
 		--tmpfs /data:uid=65532,gid=65532,mode=0700 \
-		"$image" serve --listen 0.0.0.0:8080 --kafka-listen "0.0.0.0:$kport" --data-dir /data >/dev/null; then
+		"$image" serve --source none --listen 0.0.0.0:8080 --kafka-listen "0.0.0.0:$kport" --data-dir /data >/dev/null; then
 		started_container=1
 		break
 	fi
