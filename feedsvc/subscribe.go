@@ -75,11 +75,15 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 	// The first read covers every system; later ones only those the tail
 	// touched since, so a wake-up costs what changed, not the stream's size.
 	systems := r.systems
+	var rest mergeHeap // the unfinished merge of a read that hit its limit
 	for {
-		res, err := s.read(ctx, systems, cursor, r.limit, s.opts.MaxResponseBytes)
-		if err != nil {
+		var res readResult
+		if rest != nil {
+			res = readMore(rest, r.limit, s.opts.MaxResponseBytes)
+		} else if res, err = s.read(ctx, systems, cursor, r.limit, s.opts.MaxResponseBytes); err != nil {
 			return rpcError(err)
 		}
+		rest = res.rest
 		if err := s.deliver(ctx, r, res, asJSON, send); err != nil {
 			return err
 		}
@@ -109,19 +113,37 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 		case <-w.closed:
 			return connect.NewError(connect.CodeUnavailable, errShuttingDown)
 		case <-ctx.Done():
-			if errors.Is(context.Cause(ctx), errSuperseded) {
-				return connect.NewError(connect.CodeAborted, errSuperseded)
-			}
-			return connect.NewError(connect.CodeCanceled, ctx.Err())
+			return streamEnded(ctx)
 		}
 	}
 }
 
-// deliver sends one read's gaps and events and, in automatic mode, commits
-// the positions once the events are handed to the transport.
+// deliver sends one read's gaps and events; in automatic mode it first
+// commits the positions after them.
+//
+// The commit comes first, as in Poll: once a client holds an event, its
+// position is durable and visible to every replica, so a client that hangs
+// up after a batch and resubscribes on another replica (SyncPositions) never
+// gets the batch again. Committing after the send let that replica read the
+// old position while the commit was still on its way to Kafka, and send the
+// batch twice. The cost is automatic mode's documented one: a batch the
+// client does not receive (it hung up, the connection died) is not sent
+// again.
 func (s *Service) deliver(ctx context.Context, r request, res readResult, asJSON bool, send func(*killfeedv1.SubscribeResponse) error) error {
 	s.metrics.served.WithLabelValues("Subscribe").Add(float64(len(res.events)))
 	s.metrics.gaps.Add(float64(len(res.gaps)))
+	if r.auto && len(res.next) > 0 {
+		if ctx.Err() != nil {
+			// Replaced or hung up: commit nothing that cannot be sent.
+			return streamEnded(ctx)
+		}
+		unlock := s.locks.lock(r.client)
+		err := s.commitForward(ctx, r.client, res.next)
+		unlock()
+		if err != nil {
+			return rpcError(err)
+		}
+	}
 	for _, g := range gapsProto(res.gaps) {
 		if err := send(&killfeedv1.SubscribeResponse{Kind: &killfeedv1.SubscribeResponse_Gap{Gap: g}}); err != nil {
 			return err
@@ -136,13 +158,14 @@ func (s *Service) deliver(ctx context.Context, r request, res readResult, asJSON
 			return err
 		}
 	}
-	if !r.auto || len(res.next) == 0 {
-		return nil
-	}
-	unlock := s.locks.lock(r.client)
-	defer unlock()
-	if err := s.commitForward(ctx, r.client, res.next); err != nil {
-		return rpcError(err)
-	}
 	return nil
+}
+
+// streamEnded is the error a stream whose context ended stops with: aborted
+// when a newer stream of its client replaced it, canceled otherwise.
+func streamEnded(ctx context.Context) error {
+	if errors.Is(context.Cause(ctx), errSuperseded) {
+		return connect.NewError(connect.CodeAborted, errSuperseded)
+	}
+	return connect.NewError(connect.CodeCanceled, ctx.Err())
 }

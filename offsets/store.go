@@ -19,6 +19,11 @@ import (
 // commitTimeout bounds a commit whose caller set no deadline.
 const commitTimeout = 15 * time.Second
 
+// inFlightGrace is how long after its deadline a commit still waits for
+// Kafka's answer about records franz-go cannot fail (see produceAndApply).
+// franz-go fails the others at its next metadata refresh, within 5s.
+const inFlightGrace = 7 * time.Second
+
 // Position is a client's committed position in one solar system on one
 // partition of the killmails topic.
 type Position struct {
@@ -207,6 +212,30 @@ func (s *Store) Positions(clientID string) []Position {
 	return out
 }
 
+// PositionsIn returns a client's positions in the given systems, in no
+// particular order. Unlike Positions it neither copies nor sorts the
+// client's other systems, so it costs what is asked for: feedsvc calls it on
+// every read, for clients that may follow a thousand systems.
+func (s *Store) PositionsIn(clientID string, systems []int64) []Position {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	c := s.clients[clientID]
+	if c == nil {
+		return nil
+	}
+	var out []Position
+	for _, sys := range systems {
+		e := c.systems[sys]
+		if e == nil || e.deleted() {
+			continue
+		}
+		for p, o := range e.offsets {
+			out = append(out, Position{SystemID: sys, Partition: p, Offset: o, UpdatedAt: e.updated})
+		}
+	}
+	return out
+}
+
 // Commit durably sets the given positions of a client, leaving its other
 // positions as they are. It returns once Kafka has acknowledged every record;
 // the new positions are visible to Positions from then on.
@@ -271,13 +300,37 @@ func (s *Store) produceAndApply(ctx context.Context, recs []*kgo.Record, what st
 	// one caller hanging up would fail other clients' commits. Records are
 	// therefore produced under a context that outlives the caller's, bounded
 	// by the caller's deadline or commitTimeout.
-	deadline, ok := ctx.Deadline()
-	if !ok {
+	deadline, hasDeadline := ctx.Deadline()
+	if !hasDeadline {
 		deadline = time.Now().Add(commitTimeout)
 	}
 	pctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
-	results := s.cl.ProduceSync(pctx, recs...)
+	// ProduceSync alone may not return by the deadline: franz-go never
+	// fails an idempotent record that is in flight (sent, no answer yet, as
+	// when the broker stops mid-request), since a retry could then write it
+	// twice, so during a Kafka outage it would block until Kafka is back, and
+	// with it the client's requests (feedsvc holds the client's lock while it
+	// commits). Give up waiting a little after the deadline, which leaves
+	// franz-go time to fail the records it can (then nothing is written, as
+	// before). A record still in flight may be written later; the tail then
+	// applies it, as it does the records of a partly failed commit.
+	done := make(chan kgo.ProduceResults, 1)
+	go func() { done <- s.cl.ProduceSync(pctx, recs...) }()
+	wait := time.NewTimer(time.Until(deadline) + inFlightGrace)
+	defer wait.Stop()
+	var results kgo.ProduceResults
+	select {
+	case results = <-done:
+	case <-wait.C:
+		return fmt.Errorf("%s: Kafka did not answer in time; it may still apply the commit", what)
+	}
+	if err := results.FirstErr(); err != nil && !hasDeadline && errors.Is(err, context.DeadlineExceeded) {
+		// commitTimeout passed, not a deadline of the caller's: Kafka is
+		// unavailable (not wrapped, so feedsvc does not answer
+		// deadline_exceeded to a client that set no deadline).
+		return fmt.Errorf("%s: Kafka did not acknowledge it within %s: %v", what, commitTimeout, err)
+	}
 	if err := results.FirstErr(); err != nil {
 		// Records that did succeed are applied by the tail; the caller
 		// retries the whole commit, which is idempotent.
