@@ -28,15 +28,6 @@ func writeKeys(t *testing.T, path, content string) {
 	}
 }
 
-// withKey adds a bearer key to every request of a client.
-type withKey string
-
-func (k withKey) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+string(k))
-	return http.DefaultTransport.RoundTrip(r)
-}
-
 func TestAuthKeysBindClientPrefixes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys")
 	writeKeys(t, path, "# test keys\n"+botKey+" bot-\n\n"+adminKey+" *\n")
@@ -75,7 +66,7 @@ func TestAuthKeysBindClientPrefixes(t *testing.T) {
 	}
 
 	// Connect: the same answers as codes, and a refused call changes nothing.
-	bot := e.client(&http.Client{Transport: withKey(botKey)}, connect.WithProtoJSON())
+	bot := e.client(&http.Client{Transport: keyed{botKey, http.DefaultTransport}}, connect.WithProtoJSON())
 	_, err = bot.ResetPositions(context.Background(), connect.NewRequest(&killfeedv1.ResetPositionsRequest{
 		ClientId: "other-1", SystemIds: []int64{jita}, To: &killfeedv1.ResetPositionsRequest_Earliest{Earliest: true}}))
 	if connect.CodeOf(err) != connect.CodePermissionDenied {
@@ -243,4 +234,40 @@ func TestReadinessAndDrain(t *testing.T) {
 	if status, _, _ := e.get("/api/killfeed?client_id=d&systems=30000142"); status != http.StatusOK {
 		t.Fatalf("poll while draining: %d", status)
 	}
+}
+
+func TestStreamsPerKeyLimit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys")
+	writeKeys(t, path, botKey+" bot-\n"+adminKey+" *\n")
+	keys, err := LoadKeys(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTestEnv(t, Options{Keys: keys, MaxStreamsPerKey: 1})
+	tr := h2cClient().Transport
+	bot := e.client(&http.Client{Transport: keyed{botKey, tr}}, connect.WithGRPC())
+	admin := e.client(&http.Client{Transport: keyed{adminKey, tr}}, connect.WithGRPC())
+	first := subscribe(t, bot, &killfeedv1.SubscribeRequest{ClientId: "bot-1", SystemIds: []int64{jita}})
+	first.next(t)
+	second := subscribe(t, bot, &killfeedv1.SubscribeRequest{ClientId: "bot-2", SystemIds: []int64{jita}})
+	if second.stream.Receive() || connect.CodeOf(second.stream.Err()) != connect.CodeResourceExhausted {
+		t.Fatalf("second stream of one key: %v, want resource_exhausted", second.stream.Err())
+	}
+	// Another key is counted on its own.
+	other := subscribe(t, admin, &killfeedv1.SubscribeRequest{ClientId: "bot-3", SystemIds: []int64{jita}})
+	if m := other.next(t); m.GetBackfillDone() == nil {
+		t.Fatalf("another key's stream: %v", m)
+	}
+}
+
+// keyed adds a bearer key to requests sent through an underlying transport.
+type keyed struct {
+	key string
+	rt  http.RoundTripper
+}
+
+func (k keyed) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+k.key)
+	return k.rt.RoundTrip(r)
 }
