@@ -130,7 +130,9 @@ func (c *serveCmd) Run(ctx context.Context, log *slog.Logger) error {
 		// fails the service keeps serving what is in Kafka. At shutdown it
 		// flushes what it read before the Kafka client closes. A bad
 		// source configuration fails here, before serving.
-		runSource, err := c.prepare(log, cl, c.Topic, c.Source)
+		m := &sourceMetrics{}
+		m.register(reg, c.Source)
+		runSource, err := c.prepare(log, cl, c.Topic, c.Source, m)
 		if err != nil {
 			return err
 		}

@@ -111,3 +111,33 @@ func TestServeTLS(t *testing.T) {
 		t.Fatal("serve did not stop within 20s")
 	}
 }
+
+// serve exports its built-in source's progress with the service's metrics.
+func TestServeExportsSourceMetrics(t *testing.T) {
+	var buf lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- runCLIWith(ctx, &buf, "serve", "--source", "synthetic", "--count", "20", "--rate", "0",
+			"--progress", "50ms", "--data-dir", t.TempDir(), "--kafka-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0")
+	}()
+	addr := waitForLog(t, &buf, regexp.MustCompile(`msg="killfeed serving" addr=(\S+)`), done)
+	want := []string{`killfeed_source_produced{source="synthetic"} 20`, `killfeed_events_ingested_total 20`}
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		if strings.Contains(body, want[0]) && strings.Contains(body, want[1]) {
+			cancel()
+			<-done
+			return
+		}
+	}
+	t.Fatalf("metrics never showed %q:\n%s", want, body)
+}

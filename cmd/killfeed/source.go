@@ -79,7 +79,7 @@ func (s *sourceFlags) validate(source string) error {
 // produce runs source into topic with cl until the source ends or ctx is
 // done (a normal end: what was read is stored), logging a summary line.
 func (s *sourceFlags) produce(ctx context.Context, log *slog.Logger, cl *kgo.Client, topic, source string) error {
-	run, err := s.prepare(log, cl, topic, source)
+	run, err := s.prepare(log, cl, topic, source, nil)
 	if err != nil {
 		return err
 	}
@@ -88,8 +88,9 @@ func (s *sourceFlags) produce(ctx context.Context, log *slog.Logger, cl *kgo.Cli
 
 // prepare builds source, so that a bad configuration fails before anything
 // runs, and returns the function that runs it into topic. The function
-// returns nil when the source ends or ctx stops it.
-func (s *sourceFlags) prepare(log *slog.Logger, cl *kgo.Client, topic, source string) (func(context.Context) error, error) {
+// returns nil when the source ends or ctx stops it. Progress goes to m when
+// it is not nil.
+func (s *sourceFlags) prepare(log *slog.Logger, cl *kgo.Client, topic, source string, m *sourceMetrics) (func(context.Context) error, error) {
 	reread := s.Reread
 	if reread == 0 {
 		reread = -1 // the flag's 0 means none; the library's 0 means default
@@ -112,11 +113,12 @@ func (s *sourceFlags) prepare(log *slog.Logger, cl *kgo.Client, topic, source st
 			Reread:           reread,
 			Logger:           log,
 			ProgressInterval: s.Progress,
+			Progress:         m.r2z2ProgressFunc(),
 		})
 		if err != nil {
 			return nil, err
 		}
-		return func(ctx context.Context) error { return runR2Z2(ctx, log, r, topic) }, nil
+		return func(ctx context.Context) error { return runR2Z2(ctx, log, r, topic, m) }, nil
 	}
 
 	src, describe, closeSrc, err := s.open(source)
@@ -129,6 +131,7 @@ func (s *sourceFlags) prepare(log *slog.Logger, cl *kgo.Client, topic, source st
 		Reread:           reread,
 		Logger:           log,
 		ProgressInterval: s.Progress,
+		Progress:         m.producerProgressFunc(),
 	})
 	if err != nil {
 		closeSrc()
@@ -138,6 +141,9 @@ func (s *sourceFlags) prepare(log *slog.Logger, cl *kgo.Client, topic, source st
 		defer closeSrc()
 		log.Info("producing killmails", append([]any{"topic", topic}, describe...)...)
 		stats, err := p.Run(ctx, src)
+		if f := m.producerProgressFunc(); f != nil {
+			f(stats) // the final counts; progress reports stop with Run
+		}
 		stopped := err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err())
 		attrs := []any{
 			"read", stats.Read,
@@ -169,9 +175,12 @@ func (s *sourceFlags) prepare(log *slog.Logger, cl *kgo.Client, topic, source st
 // runR2Z2 ingests R2Z2 until ctx is done, logging a summary line. It only
 // returns an error for what retrying cannot fix; R2Z2 or Kafka being
 // unreachable is waited out.
-func runR2Z2(ctx context.Context, log *slog.Logger, r *producer.R2Z2, topic string) error {
+func runR2Z2(ctx context.Context, log *slog.Logger, r *producer.R2Z2, topic string, m *sourceMetrics) error {
 	log.Info("ingesting R2Z2", "topic", topic, "user_agent", r.UserAgent())
 	stats, err := r.Run(ctx)
+	if f := m.r2z2ProgressFunc(); f != nil {
+		f(stats)
+	}
 	attrs := []any{
 		"cursor", stats.Cursor,
 		"fetched", stats.Fetched,
