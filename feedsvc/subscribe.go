@@ -78,10 +78,18 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 	var rest mergeHeap // the unfinished merge of a read that hit its limit
 	for {
 		var res readResult
-		if rest != nil {
+		switch {
+		case rest != nil:
 			res = readMore(rest, r.limit, s.opts.MaxResponseBytes)
-		} else if res, err = s.read(ctx, systems, cursor, r.limit, s.opts.MaxResponseBytes); err != nil {
-			return rpcError(err)
+		case len(systems) == 0:
+			// A wake-up whose systems an earlier take already collected,
+			// and whose events the read after it served: nothing is new.
+			// Reading every system then, as a fallback, made a stream of
+			// 1,000 systems cost a third more per live event.
+		default:
+			if res, err = s.read(ctx, systems, cursor, r.limit, s.opts.MaxResponseBytes); err != nil {
+				return rpcError(err)
+			}
 		}
 		rest = res.rest
 		if err := s.deliver(ctx, r, res, asJSON, send); err != nil {
@@ -102,9 +110,7 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 		}
 		select {
 		case <-w.wake:
-			if systems = w.take(); len(systems) == 0 {
-				systems = r.systems
-			}
+			systems = w.take()
 		case <-idle.C:
 			if err := send(&killfeedv1.SubscribeResponse{Kind: &killfeedv1.SubscribeResponse_Heartbeat{Heartbeat: &killfeedv1.Heartbeat{Time: timestamppb.Now()}}}); err != nil {
 				return err
