@@ -55,13 +55,6 @@ func (s *SeedStore) Insert(systemID int64, killmail map[string]any) {
 	s.events = append(s.events, SeedEvent{EventID: s.seq, SystemID: systemID, Killmail: killmail})
 }
 
-// Len is the number of rows held.
-func (s *SeedStore) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.events)
-}
-
 // FetchForClient is fetch_for_client/2.
 func (s *SeedStore) FetchForClient(clientID string, systemIDs []int64) []SeedEvent {
 	s.mu.Lock()
