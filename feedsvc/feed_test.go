@@ -3,6 +3,7 @@ package feedsvc
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -64,7 +65,7 @@ func TestRestartKeepsPositions(t *testing.T) {
 	e.restart()
 	c = e.client(h2cClient(), connect.WithGRPC())
 	ids := killmailIDs(t, poll(t, c, "keeper", jita).Events)
-	if !equalIDs(ids, []int64{want}) {
+	if !slices.Equal(ids, []int64{want}) {
 		t.Fatalf("after restart got %v, want only the unread %d", ids, want)
 	}
 	if n := len(poll(t, c, "keeper", jita).Events); n != 0 {
@@ -90,7 +91,7 @@ func TestPollLimitSaysMoreRemainAndContinues(t *testing.T) {
 			t.Errorf("after %d events more=%v, want %v", len(got), resp.Msg.More, wantMore)
 		}
 	}
-	if !equalIDs(got, want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("paged polls got %v, want %v", got, want)
 	}
 }
@@ -111,7 +112,7 @@ func TestPollOrdersSystemsOnDifferentPartitionsByIngestTime(t *testing.T) {
 		t.Fatalf("test systems all landed on one partition; pick others")
 	}
 	got := killmailIDs(t, poll(t, e.client(http1Client(), connect.WithProtoJSON()), "order2", systems...).Events)
-	if !equalIDs(got, want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("got %v\nwant %v (ingest order)", got, want)
 	}
 }
@@ -132,12 +133,12 @@ func TestClientBehindMemoryIsServedFromKafka(t *testing.T) {
 		t.Fatalf("memory holds %d events, want at most 3 per system", n)
 	}
 	got := killmailIDs(t, poll(t, c, "slow", jita).Events)
-	if !equalIDs(got, want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 	// A new client gets everything retained, not just what memory holds.
 	got = killmailIDs(t, poll(t, c, "new", jita).Events)
-	if !equalIDs(got, append([]int64{first}, want...)) {
+	if !slices.Equal(got, append([]int64{first}, want...)) {
 		t.Fatalf("new client got %v", got)
 	}
 }
@@ -155,7 +156,7 @@ func TestMalformedRecordsAreSkippedAndCounted(t *testing.T) {
 		t.Errorf("skipped %d records, want 5", got)
 	}
 	got := killmailIDs(t, poll(t, e.client(h2cClient(), connect.WithGRPC()), "m", jita).Events)
-	if !equalIDs(got, []int64{good1, good2}) {
+	if !slices.Equal(got, []int64{good1, good2}) {
 		t.Fatalf("got %v, want the two good killmails", got)
 	}
 }
@@ -204,7 +205,7 @@ func TestRetentionRemovesEventsAndReportsTheLoss(t *testing.T) {
 	if g.SystemId != jita || g.LostEvents != 3 || g.FromEventId >= g.ToEventId {
 		t.Fatalf("gap %+v, want system %d, 3 lost, from < to", g, jita)
 	}
-	if ids := killmailIDs(t, resp.Events); !equalIDs(ids, []int64{after}) {
+	if ids := killmailIDs(t, resp.Events); !slices.Equal(ids, []int64{after}) {
 		t.Fatalf("after the gap got %v, want %v", ids, after)
 	}
 	if resp.Events[0].EventId < g.ToEventId {
@@ -239,7 +240,7 @@ func TestTrimConsumedDeletesOnlyWhatEveryClientRead(t *testing.T) {
 		t.Fatalf("memory holds %d events after trim, want 1 (the one slow needs)", n)
 	}
 	resp := poll(t, c, "slow", jita)
-	if ids := killmailIDs(t, resp.Events); !equalIDs(ids, []int64{need}) || len(resp.Gaps) != 0 {
+	if ids := killmailIDs(t, resp.Events); !slices.Equal(ids, []int64{need}) || len(resp.Gaps) != 0 {
 		t.Fatalf("slow got %v with gaps %v, want %d and no loss", ids, resp.Gaps, need)
 	}
 	// A newcomer only sees what is retained.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -163,7 +164,7 @@ func FuzzRESTQuery(f *testing.F) {
 		if err := validateSystems(r.systems, s.opts.MaxSystemsPerRequest); err != nil {
 			t.Fatalf("query %q: systems %v: %v", raw, r.systems, err)
 		}
-		if !slicesEqual(r.systems, systems) {
+		if !slices.Equal(r.systems, systems) {
 			t.Fatalf("query %q: systems %v, want %v", raw, r.systems, systems)
 		}
 		wantLimit := int(limit)
@@ -180,18 +181,6 @@ func FuzzRESTQuery(f *testing.F) {
 			t.Fatalf("query %q: auto %v for commit_mode %q", raw, r.auto, mode)
 		}
 	})
-}
-
-func slicesEqual(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // FuzzValidate checks the rules shared by Poll, Next and Subscribe on any
@@ -276,7 +265,7 @@ func FuzzValidate(f *testing.F) {
 		if !valid {
 			t.Fatalf("newRequest(%q, %v, %d, %d) accepted an invalid request", id, systems, limit, mode)
 		}
-		if r.client != id || !slicesEqual(r.systems, systems) || r.limit < 1 || r.limit > s.opts.MaxLimit ||
+		if r.client != id || !slices.Equal(r.systems, systems) || r.limit < 1 || r.limit > s.opts.MaxLimit ||
 			(limit > 0 && r.limit != int(limit)) || r.auto != (killfeedv1.CommitMode(mode) != killfeedv1.CommitMode_COMMIT_MODE_EXPLICIT) {
 			t.Fatalf("newRequest(%q, %v, %d, %d) = %+v", id, systems, limit, mode, r)
 		}

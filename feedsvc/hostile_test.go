@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -658,7 +659,7 @@ func TestHostileRequestsGetClientErrorsAndChangeNothing(t *testing.T) {
 	// The service still answers, and the victim gets exactly what it had
 	// not read, over protobuf and over REST.
 	got := killmailIDs(t, poll(t, e.client(h2cClient()), "victim", jita, amarr).Events)
-	if !equalIDs(got, unread) {
+	if !slices.Equal(got, unread) {
 		t.Fatalf("victim's poll after the flood got %v, want its unread %v", got, unread)
 	}
 	if status, body, _ := e.get("/api/killfeed?client_id=victim&systems=30000142,30002187"); status != http.StatusOK || !bytes.Contains(body, []byte(`"events":[]`)) {
@@ -697,7 +698,7 @@ func TestUnservableRecordsAreSkippedForEveryCodec(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", p.name, err)
 		}
-		if got := killmailIDs(t, resp.Msg.Events); !equalIDs(got, []int64{good1, good2}) {
+		if got := killmailIDs(t, resp.Msg.Events); !slices.Equal(got, []int64{good1, good2}) {
 			t.Errorf("%s: got %v, want the two good killmails", p.name, got)
 		}
 	}
@@ -718,7 +719,7 @@ func TestResetToATimeBefore1970StartsAtTheEarliestEvent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reset to %s: %v", ts, err)
 		}
-		if got := killmailIDs(t, poll(t, c, "rewinder", jita).Events); !equalIDs(got, want) {
+		if got := killmailIDs(t, poll(t, c, "rewinder", jita).Events); !slices.Equal(got, want) {
 			t.Errorf("after a reset to %s the poll got %v, want every event %v", ts, got, want)
 		}
 	}

@@ -2,6 +2,7 @@ package feedsvc
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -53,18 +54,6 @@ func killmailIDs(t *testing.T, evs []*killfeedv1.Event) []int64 {
 	return out
 }
 
-func equalIDs(a, b []int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestSeedPollReturnsAllThreeInOrder(t *testing.T) {
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
@@ -74,7 +63,7 @@ func TestSeedPollReturnsAllThreeInOrder(t *testing.T) {
 				want = append(want, killmailID(t, e.produce(jita)))
 			}
 			got := poll(t, e.client(p.http(), p.opts...), "test-client", jita)
-			if ids := killmailIDs(t, got.Events); !equalIDs(ids, want) {
+			if ids := killmailIDs(t, got.Events); !slices.Equal(ids, want) {
 				t.Fatalf("Poll returned killmails %v, want %v", ids, want)
 			}
 			for i, ev := range got.Events {
@@ -142,10 +131,10 @@ func TestSeedClientsAreTrackedIndependently(t *testing.T) {
 	j2 := killmailID(t, e.produce(jita))
 
 	// Client A follows Jita; B follows Jita and Amarr.
-	if ids := killmailIDs(t, poll(t, c, "A", jita).Events); !equalIDs(ids, []int64{j1, j2}) {
+	if ids := killmailIDs(t, poll(t, c, "A", jita).Events); !slices.Equal(ids, []int64{j1, j2}) {
 		t.Fatalf("A got %v, want %v", ids, []int64{j1, j2})
 	}
-	if ids := killmailIDs(t, poll(t, c, "B", jita, amarr).Events); !equalIDs(ids, []int64{j1, a1, j2}) {
+	if ids := killmailIDs(t, poll(t, c, "B", jita, amarr).Events); !slices.Equal(ids, []int64{j1, a1, j2}) {
 		t.Fatalf("B got %v, want %v (ingest order)", ids, []int64{j1, a1, j2})
 	}
 	a2 := killmailID(t, e.produce(amarr))
@@ -153,10 +142,10 @@ func TestSeedClientsAreTrackedIndependently(t *testing.T) {
 		t.Fatalf("A got %d events for Jita after reading it all", len(evs))
 	}
 	// A never asked for Amarr: it has no position there and gets all of it.
-	if ids := killmailIDs(t, poll(t, c, "A", amarr).Events); !equalIDs(ids, []int64{a1, a2}) {
+	if ids := killmailIDs(t, poll(t, c, "A", amarr).Events); !slices.Equal(ids, []int64{a1, a2}) {
 		t.Fatalf("A's first Amarr poll got %v, want %v", ids, []int64{a1, a2})
 	}
-	if ids := killmailIDs(t, poll(t, c, "B", jita, amarr).Events); !equalIDs(ids, []int64{a2}) {
+	if ids := killmailIDs(t, poll(t, c, "B", jita, amarr).Events); !slices.Equal(ids, []int64{a2}) {
 		t.Fatalf("B got %v, want only %v", ids, []int64{a2})
 	}
 	for _, p := range e.store.Positions("A") {

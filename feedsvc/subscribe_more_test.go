@@ -2,6 +2,7 @@ package feedsvc
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,12 +91,12 @@ func TestStalledStreamDoesNotDelayOthers(t *testing.T) {
 		want = append(want, id)
 	}
 	wg.Wait()
-	if !equalIDs(got, want) {
+	if !slices.Equal(got, want) {
 		t.Fatalf("healthy stream got %d events, want %d in order", len(got), len(want))
 	}
 	// The stalled client reads again: everything, in order, from memory and
 	// Kafka.
-	if ids := stalled.events(t, 400); !equalIDs(ids, want) {
+	if ids := stalled.events(t, 400); !slices.Equal(ids, want) {
 		t.Fatalf("stalled stream got %d events after resuming, want all %d in order", len(ids), len(want))
 	}
 }
@@ -149,7 +150,7 @@ func TestPositionsAPI(t *testing.T) {
 		}
 	}
 	reset(&killfeedv1.ResetPositionsRequest{To: &killfeedv1.ResetPositionsRequest_Time{Time: timestamppb.New(before)}})
-	if ids := killmailIDs(t, poll(t, c, "p", jita).Events); !equalIDs(ids, []int64{second, third}) {
+	if ids := killmailIDs(t, poll(t, c, "p", jita).Events); !slices.Equal(ids, []int64{second, third}) {
 		t.Fatalf("after reset to a time got %v, want %v", ids, []int64{second, third})
 	}
 	reset(&killfeedv1.ResetPositionsRequest{To: &killfeedv1.ResetPositionsRequest_Earliest{Earliest: true}})
@@ -161,7 +162,7 @@ func TestPositionsAPI(t *testing.T) {
 		t.Fatalf("after reset to latest got %d events, want 0", n)
 	}
 	live := killmailID(t, e.produce(jita))
-	if ids := killmailIDs(t, poll(t, c, "p", jita).Events); !equalIDs(ids, []int64{live}) {
+	if ids := killmailIDs(t, poll(t, c, "p", jita).Events); !slices.Equal(ids, []int64{live}) {
 		t.Fatalf("after latest, got %v want %d", ids, live)
 	}
 

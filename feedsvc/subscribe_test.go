@@ -2,6 +2,7 @@ package feedsvc
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func TestSubscribeBackfillsThenStreamsLive(t *testing.T) {
 			e.produce(wh) // not subscribed
 
 			r := subscribe(t, c, &killfeedv1.SubscribeRequest{ClientId: "s", SystemIds: []int64{jita, amarr}})
-			if got := r.events(t, 2); !equalIDs(got, []int64{old1, old2}) {
+			if got := r.events(t, 2); !slices.Equal(got, []int64{old1, old2}) {
 				t.Fatalf("backfill %v, want %v", got, []int64{old1, old2})
 			}
 			if m := r.next(t); m.GetBackfillDone() == nil {

@@ -129,11 +129,14 @@ type Stats struct {
 }
 
 // PerSecond returns the produced killmails per second of Elapsed.
-func (s Stats) PerSecond() float64 {
-	if s.Elapsed <= 0 {
+func (s Stats) PerSecond() float64 { return perSecond(s.Produced, s.Elapsed) }
+
+// perSecond is n per second of d, 0 before any time has passed.
+func perSecond(n int64, d time.Duration) float64 {
+	if d <= 0 {
 		return 0
 	}
-	return float64(s.Produced) / s.Elapsed.Seconds()
+	return float64(n) / d.Seconds()
 }
 
 // Rejection describes one record that was not stored.

@@ -187,12 +187,7 @@ type R2Z2Stats struct {
 }
 
 // PerSecond returns the produced killmails per second of Elapsed.
-func (s R2Z2Stats) PerSecond() float64 {
-	if s.Elapsed <= 0 {
-		return 0
-	}
-	return float64(s.Produced) / s.Elapsed.Seconds()
-}
+func (s R2Z2Stats) PerSecond() float64 { return perSecond(s.Produced, s.Elapsed) }
 
 // R2Z2 ingests zKillboard's R2Z2 feed into the killmails topic exactly
 // once: every killmail in the feed is stored, none twice, whenever and

@@ -174,59 +174,6 @@ func (e *r2z2Env) runToHead(r *producer.R2Z2, poll time.Duration) producer.R2Z2S
 	return stats
 }
 
-// committedRecords returns the committed records of topic, partition by
-// partition in offset order, read with read_committed as feedsvc reads.
-func committedRecords(t testing.TB, cl *kgo.Client, topic string) []*kgo.Record {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListCommittedOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		t.Fatalf("listing committed offsets of %q: %v", topic, err)
-	}
-	want := map[int32]int64{}
-	parts := map[int32]kgo.Offset{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition] = o.Offset
-			parts[o.Partition] = kgo.NewOffset().AtStart()
-		}
-	})
-	if len(want) == 0 {
-		return nil
-	}
-	rd, err := kgo.NewClient(kgo.SeedBrokers(cl.OptValue(kgo.SeedBrokers).([]string)...),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(),
-	)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
-	var recs []*kgo.Record
-	for len(want) > 0 {
-		fs := rd.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %q: timed out with partitions %v unread", topic, want)
-		}
-		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("fetching %q partition %d: %v", topic, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			if !r.Attrs.IsControl() {
-				recs = append(recs, r)
-			}
-			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
-				delete(want, r.Partition)
-			}
-		})
-	}
-	return recs
-}
-
 // kadmCreate creates a killmails-like topic with 2 partitions.
 func kadmCreate(e *r2z2Env, topic string) (kadm.CreateTopicResponse, error) {
 	return kadm.NewClient(e.cl).CreateTopic(context.Background(), 2, 1, nil, topic)
@@ -251,4 +198,10 @@ func readR2Z2Cursor(t testing.TB, e *r2z2Env) int64 {
 		cursor = v.Sequence
 	}
 	return cursor
+}
+
+// committedRecords reads topic as feedsvc does; see r2z2test.CommittedRecords.
+func committedRecords(t testing.TB, cl *kgo.Client, topic string) []*kgo.Record {
+	t.Helper()
+	return r2z2test.CommittedRecords(t, cl.OptValue(kgo.SeedBrokers).([]string), topic)
 }

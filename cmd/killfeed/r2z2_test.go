@@ -265,59 +265,6 @@ func buildKillfeed(t *testing.T) string {
 	return bin
 }
 
-// readCommitted returns the committed records of topic, as feedsvc reads
-// them (read_committed), partition by partition in offset order.
-func readCommitted(t *testing.T, broker, topic string) []*kgo.Record {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	adm, err := kgo.NewClient(kgo.SeedBrokers(broker))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer adm.Close()
-	ends, err := kadm.NewClient(adm).ListCommittedOffsets(ctx, topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		t.Fatalf("listing %q: %v", topic, err)
-	}
-	want := map[int32]int64{}
-	parts := map[int32]kgo.Offset{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			want[o.Partition], parts[o.Partition] = o.Offset, kgo.NewOffset().AtStart()
-		}
-	})
-	if len(want) == 0 {
-		return nil
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var recs []*kgo.Record
-	for len(want) > 0 {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("reading %q timed out", topic)
-		}
-		fs.EachError(func(_ string, p int32, err error) { t.Fatalf("fetching %q/%d: %v", topic, p, err) })
-		fs.EachRecord(func(r *kgo.Record) {
-			if !r.Attrs.IsControl() {
-				recs = append(recs, r)
-			}
-			if end, ok := want[r.Partition]; ok && r.Offset+1 >= end {
-				delete(want, r.Partition)
-			}
-		})
-	}
-	return recs
-}
-
 // readCursor returns the committed R2Z2 cursor for url, or
 // FirstSequence-1 without one.
 func readCursor(t *testing.T, broker, url string) int64 {
@@ -443,3 +390,9 @@ func waitForLog(t *testing.T, buf *lockedBuffer, re *regexp.Regexp, done <-chan 
 }
 
 func slogText(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// readCommitted reads topic as feedsvc does; see r2z2test.CommittedRecords.
+func readCommitted(t *testing.T, broker, topic string) []*kgo.Record {
+	t.Helper()
+	return r2z2test.CommittedRecords(t, []string{broker}, topic)
+}
