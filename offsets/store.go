@@ -92,6 +92,10 @@ type clientState struct {
 	// lastSeen is when this process last served the client; it keeps an
 	// active client that commits nothing from expiring.
 	lastSeen time.Time
+	// newest is the latest commit time applied for the client, kept as
+	// records are applied so that Touch, called on every request, does not
+	// walk all of a client's systems.
+	newest time.Time
 }
 
 // Store is the Kafka-backed position store. Create it with Open.
@@ -357,7 +361,7 @@ func (s *Store) Touch(ctx context.Context, clientID string) error {
 	}
 	c.lastSeen = now
 	var ps []Position
-	if now.Sub(c.newestUpdate()) > s.opts.Retention/2 {
+	if now.Sub(c.newest) > s.opts.Retention/2 {
 		for sys, e := range c.systems {
 			for p, o := range e.offsets {
 				ps = append(ps, Position{SystemID: sys, Partition: p, Offset: o})
@@ -510,7 +514,11 @@ func (s *Store) applyLocked(r *kgo.Record) {
 		c = &clientState{systems: map[int64]*entry{}}
 		s.clients[clientID] = c
 	}
-	c.systems[sys] = &entry{offsets: v.Offsets, updated: time.UnixMilli(v.UpdatedMS), version: r.Offset}
+	e := &entry{offsets: v.Offsets, updated: time.UnixMilli(v.UpdatedMS), version: r.Offset}
+	c.systems[sys] = e
+	if e.updated.After(c.newest) {
+		c.newest = e.updated
+	}
 }
 
 // deleted reports whether the entry is a tombstone kept for its version.
