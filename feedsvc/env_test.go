@@ -27,7 +27,7 @@ import (
 // testEnv is a feed service on an in-process Kafka (kfake) behind a real
 // HTTP listener.
 type testEnv struct {
-	t       *testing.T
+	t       testing.TB
 	cluster *kfake.Cluster
 	brokers []string
 	prod    *kgo.Client
@@ -61,7 +61,7 @@ func (b *syncBuffer) String() string {
 
 const testTopic = "killmails"
 
-func newTestEnv(t *testing.T, opts Options) *testEnv {
+func newTestEnv(t testing.TB, opts Options) *testEnv {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
@@ -215,7 +215,7 @@ func h2cClient() *http.Client {
 }
 
 // killmailID reads killmail_id from stored JSON.
-func killmailID(t *testing.T, km []byte) int64 {
+func killmailID(t testing.TB, km []byte) int64 {
 	t.Helper()
 	var v struct {
 		ID int64 `json:"killmail_id"`

@@ -50,21 +50,21 @@ func (s *Service) positions(client string, systems []int64) map[sysPart]int64 {
 // commit (an out-of-order explicit Commit, or a stream that was replaced
 // while sending) never makes a client read events again. The caller holds
 // the client's lock.
-func (s *Service) commitForward(ctx context.Context, client string, next map[sysPart]int64) error {
+func (s *Service) commitForward(ctx context.Context, client string, next []position) error {
 	if len(next) == 0 {
 		return nil
 	}
 	systems := make([]int64, 0, len(next))
-	for k := range next {
-		systems = append(systems, k.system)
+	for _, p := range next {
+		systems = append(systems, p.key.system)
 	}
 	current := s.positions(client, systems)
 	var ps []offsets.Position
-	for k, o := range next {
-		if cur, ok := current[k]; ok && cur >= o {
+	for _, p := range next {
+		if cur, ok := current[p.key]; ok && cur >= p.next {
 			continue
 		}
-		ps = append(ps, offsets.Position{SystemID: k.system, Partition: k.partition, Offset: o})
+		ps = append(ps, offsets.Position{SystemID: p.key.system, Partition: p.key.partition, Offset: p.next})
 	}
 	if len(ps) == 0 {
 		return nil

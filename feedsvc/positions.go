@@ -42,11 +42,16 @@ func (h *connectHandler) Commit(ctx context.Context, req *connect.Request[killfe
 	if err := s.syncIfReplicated(ctx); err != nil {
 		return nil, rpcError(err)
 	}
-	next := map[sysPart]int64{}
+	// The latest cursor of each system-partition counts.
+	latest := map[sysPart]int64{}
 	for _, c := range cursors {
 		p, off := splitEventID(c.GetEventId())
 		k := sysPart{c.GetSystemId(), p}
-		next[k] = max(next[k], off+1)
+		latest[k] = max(latest[k], off+1)
+	}
+	next := make([]position, 0, len(latest))
+	for k, o := range latest {
+		next = append(next, position{k, o})
 	}
 	if err := s.commitForward(ctx, client, next); err != nil {
 		return nil, rpcError(err)

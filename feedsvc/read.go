@@ -26,12 +26,29 @@ type readResult struct {
 	gaps   []gap
 	// more is true when events remained beyond the limit.
 	more bool
-	// next holds, per system and partition, the position after the last
-	// event delivered, or after a gap; committing it records the read.
-	next map[sysPart]int64
+	// next holds, once per system and partition, the position after the
+	// last event delivered, or after a gap; committing it records the
+	// read. A slice, not a map: a 1,000-system stream catching up moves
+	// hundreds of positions per batch, and map writes were a third of its
+	// read.
+	next []position
 	// rest, when more is true, is the merge of what remained: readMore
 	// continues it.
-	rest mergeHeap
+	rest *mergeTree
+}
+
+// position is where a read left one system-partition: the offset after
+// the last event delivered or lost.
+type position struct {
+	key  sysPart
+	next int64
+}
+
+// advanceCursor moves a stream's cursor to the positions a read left.
+func advanceCursor(cursor map[sysPart]int64, next []position) {
+	for _, p := range next {
+		cursor[p.key] = p.next
+	}
 }
 
 // source is one system-partition's events to merge, oldest first.
@@ -55,7 +72,8 @@ type backlog struct {
 // (always at least one). Its cost grows with the systems asked and the
 // events returned, not with what memory holds.
 func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int64, limit, maxBytes int) (readResult, error) {
-	res := readResult{next: map[sysPart]int64{}}
+	var res readResult
+	var gapNext map[sysPart]int64 // positions after gaps, rare
 	var srcs []*source
 	var backlogs []backlog
 
@@ -71,7 +89,10 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 		if from < ps.logStart {
 			res.gaps = append(res.gaps, gap{system: sys, partition: p, from: from, to: ps.logStart, lost: l.lostBetween(from, ps.logStart)})
 			from = ps.logStart
-			res.next[k] = from
+			if gapNext == nil {
+				gapNext = map[sysPart]int64{}
+			}
+			gapNext[k] = from
 		}
 		floor := ps.loadStart
 		if l != nil {
@@ -106,9 +127,14 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 		}
 	}
 
-	h := mergeHeap(srcs)
-	h.init()
-	res.merge(h, limit, maxBytes)
+	res.merge(newMergeTree(srcs), limit, maxBytes)
+	// A system-partition the merge delivered from is past its gap.
+	for _, p := range res.next {
+		delete(gapNext, p.key)
+	}
+	for k, o := range gapNext {
+		res.next = append(res.next, position{k, o})
+	}
 	return res, nil
 }
 
@@ -118,21 +144,18 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 // cost the stream's systems per batch, which made a 1,000-system stream
 // catch up at a third of a 1-system one's rate. Events stored since the
 // first read are not in rest; they reach the stream as live events.
-func readMore(rest mergeHeap, limit, maxBytes int) readResult {
-	res := readResult{next: make(map[sysPart]int64, min(len(rest), limit))}
+func readMore(rest *mergeTree, limit, maxBytes int) readResult {
+	var res readResult
 	res.merge(rest, limit, maxBytes)
 	return res
 }
 
-// merge takes events from h, oldest first, up to limit of them and about
+// merge takes events from t, oldest first, up to limit of them and about
 // maxBytes of killmail JSON (always at least one), and records the position
 // after each source's last one taken.
-func (res *readResult) merge(h mergeHeap, limit, maxBytes int) {
-	// The heap reorders and shrinks h, but every source of this merge stays
-	// in all's array, for the positions written below.
-	all := h
+func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
 	avail := 0
-	for _, src := range all {
+	for _, src := range t.srcs {
 		src.next = 0
 		avail += len(src.events)
 	}
@@ -140,28 +163,26 @@ func (res *readResult) merge(h mergeHeap, limit, maxBytes int) {
 	// read.
 	res.events = make([]*event, 0, min(avail, limit))
 	size := 0
-	for len(h) > 0 {
-		if len(res.events) >= limit || (len(res.events) > 0 && size+len(h[0].events[0].json) > maxBytes) {
+	for !t.empty() {
+		w := t.losers[0]
+		src := t.heads[w].src
+		e := src.events[0]
+		if len(res.events) >= limit || (len(res.events) > 0 && size+len(e.json) > maxBytes) {
 			res.more = true
-			res.rest = h
+			res.rest = t
 			break
 		}
-		src := h[0]
-		e := src.events[0]
 		res.events = append(res.events, e)
 		size += len(e.json)
 		src.next = e.offset + 1
-		if src.events = src.events[1:]; len(src.events) == 0 {
-			h.pop()
-		} else {
-			h.down(0)
-		}
+		t.advance(w)
 	}
-	// One position per source rather than a map write per event, which
-	// was a quarter of a long read.
-	for _, src := range all {
+	// One position per source rather than one per event, which was a
+	// quarter of a long read.
+	res.next = make([]position, 0, min(len(t.srcs), len(res.events)))
+	for _, src := range t.srcs {
 		if src.next > 0 {
-			res.next[src.key] = src.next
+			res.next = append(res.next, position{src.key, src.next})
 		}
 	}
 }
@@ -228,50 +249,98 @@ func (m *memory) unseenLocked(systems []int64, pos map[sysPart]int64) map[int64]
 	return out
 }
 
-// mergeHeap merges sources by delivery order: a binary min-heap on each
-// source's first event. It is written out rather than built on
-// container/heap, whose interface calls and swaps were most of a merge over
-// a thousand sources; sifting moves a hole instead of swapping.
-type mergeHeap []*source
-
-// init orders the heap.
-func (h mergeHeap) init() {
-	for i := len(h)/2 - 1; i >= 0; i-- {
-		h.down(i)
-	}
+// mergeTree merges sources by delivery order (event.before): a tournament
+// tree of losers. Taking an event replays one path from a leaf to the
+// root, one comparison per level, where a binary heap's sift makes two; and
+// each leaf carries its source's first event's order key, so comparisons
+// read the tree's own arrays rather than following pointers into events
+// spread over memory. The merge is most of the cost of a stream following
+// a thousand systems as it catches up.
+type mergeTree struct {
+	srcs []*source
+	// heads[i] is srcs[i]'s first event's key; a zero head (nil src) is
+	// an exhausted source, which sorts last.
+	heads []mergeHead
+	// losers[n], for an internal node n ≥ 1, is the leaf that lost the
+	// match played there; losers[0] is the overall winner. Node n's
+	// children are 2n and 2n+1; leaf i is node len(srcs)+i.
+	losers []int
 }
 
-// down moves h[i] down to its place.
-func (h mergeHeap) down(i int) {
-	x := h[i]
-	first := x.events[0]
-	for {
-		c := 2*i + 1
-		if c >= len(h) {
-			break
-		}
-		if r := c + 1; r < len(h) && h[r].events[0].before(h[c].events[0]) {
-			c = r
-		}
-		if !h[c].events[0].before(first) {
-			break
-		}
-		h[i] = h[c]
-		i = c
-	}
-	h[i] = x
+// mergeHead is a source's first event's order key (event.before's): time,
+// then read order.
+type mergeHead struct {
+	timeMS int64
+	seq    uint64
+	src    *source
 }
 
-// pop removes the first source. It stays in the array just past the
-// heap's end, where merge finds it to record its position.
-func (h *mergeHeap) pop() {
-	old := *h
-	n := len(old) - 1
-	old[0], old[n] = old[n], old[0]
-	*h = old[:n]
-	if n > 0 {
-		h.down(0)
+// headOf returns src's key; src has events.
+func headOf(src *source) mergeHead {
+	e := src.events[0]
+	return mergeHead{timeMS: e.timeMS, seq: e.seq, src: src}
+}
+
+func newMergeTree(srcs []*source) *mergeTree {
+	k := len(srcs)
+	t := &mergeTree{srcs: srcs, heads: make([]mergeHead, k), losers: make([]int, max(k, 1))}
+	if k == 0 {
+		return t
 	}
+	for i, src := range srcs {
+		t.heads[i] = headOf(src)
+	}
+	// Play every match bottom-up, keeping each one's winner to play on.
+	winners := make([]int, 2*k)
+	for i := range k {
+		winners[k+i] = i
+	}
+	for n := k - 1; n >= 1; n-- {
+		a, b := winners[2*n], winners[2*n+1]
+		if t.less(b, a) {
+			a, b = b, a
+		}
+		winners[n], t.losers[n] = a, b
+	}
+	t.losers[0] = winners[1]
+	return t
+}
+
+// empty reports whether every source is exhausted.
+func (t *mergeTree) empty() bool {
+	return len(t.heads) == 0 || t.heads[t.losers[0]].src == nil
+}
+
+// less orders leaves i and j by their first events, exhausted ones last.
+func (t *mergeTree) less(i, j int) bool {
+	a, b := &t.heads[i], &t.heads[j]
+	switch {
+	case b.src == nil:
+		return a.src != nil
+	case a.src == nil:
+		return false
+	case a.timeMS != b.timeMS:
+		return a.timeMS < b.timeMS
+	case a.seq != b.seq:
+		return a.seq < b.seq
+	}
+	return a.src.events[0].before(b.src.events[0])
+}
+
+// advance drops leaf w's first event, w having won, and replays its path.
+func (t *mergeTree) advance(w int) {
+	src := t.srcs[w]
+	if src.events = src.events[1:]; len(src.events) == 0 {
+		t.heads[w] = mergeHead{}
+	} else {
+		t.heads[w] = headOf(src)
+	}
+	for n := (w + len(t.srcs)) / 2; n >= 1; n /= 2 {
+		if l := t.losers[n]; t.less(l, w) {
+			t.losers[n], w = w, l
+		}
+	}
+	t.losers[0] = w
 }
 
 // readKafka reads a system's events in [b.from, b.to) from Kafka: the rare

@@ -18,12 +18,7 @@ import (
 // health and reflection, and /healthz.
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(killfeedv1connect.NewKillfeedServiceHandler(&connectHandler{svc: s},
-		connect.WithCodec(jsonCodec{}),
-		connect.WithCompression("gzip", newGzipReader, newFastGzipWriter),
-		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
-		connect.WithInterceptors(s.metrics.interceptor(), requestErrors{}),
-	))
+	mux.Handle(killfeedv1connect.NewKillfeedServiceHandler(&connectHandler{svc: s}, s.connectOptions()...))
 	mux.HandleFunc("GET /api/killfeed", s.restRoute("GET /api/killfeed", s.restPoll))
 	mux.HandleFunc("GET /api/killfeed/next", s.restRoute("GET /api/killfeed/next", s.restNext))
 	mux.Handle(grpchealth.NewHandler(s.health()))
@@ -41,6 +36,16 @@ func (s *Service) Handler() http.Handler {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	return mux
+}
+
+// connectOptions configure the Connect, gRPC and gRPC-Web handler.
+func (s *Service) connectOptions() []connect.HandlerOption {
+	return []connect.HandlerOption{
+		connect.WithCodec(jsonCodec{}),
+		connect.WithCompression("gzip", newGzipReader, newFastGzipWriter),
+		connect.WithReadMaxBytes(s.opts.MaxRequestBytes),
+		connect.WithInterceptors(s.metrics.interceptor(), requestErrors{}),
+	}
 }
 
 // newGzipReader and newFastGzipWriter replace connect's gzip, which

@@ -3,7 +3,6 @@ package feedsvc
 import (
 	"context"
 	"errors"
-	"maps"
 	"time"
 
 	"connectrpc.com/connect"
@@ -75,7 +74,7 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 	// The first read covers every system; later ones only those the tail
 	// touched since, so a wake-up costs what changed, not the stream's size.
 	systems := r.systems
-	var rest mergeHeap // the unfinished merge of a read that hit its limit
+	var rest *mergeTree // the unfinished merge of a read that hit its limit
 	for {
 		var res readResult
 		switch {
@@ -95,7 +94,7 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 		if err := s.deliver(ctx, r, res, asJSON, send); err != nil {
 			return err
 		}
-		maps.Copy(cursor, res.next)
+		advanceCursor(cursor, res.next)
 		if len(res.events) > 0 || len(res.gaps) > 0 {
 			idle.Reset(beat)
 		}

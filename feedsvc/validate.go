@@ -3,6 +3,7 @@ package feedsvc
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"unicode"
 	"unicode/utf8"
 
@@ -59,17 +60,38 @@ func validateSystems(ids []int64, max int) error {
 	if len(ids) > max {
 		return badField("system_ids", "%d systems given; at most %d are allowed per request", len(ids), max)
 	}
-	seen := make(map[int64]struct{}, len(ids))
 	for _, id := range ids {
 		if id <= 0 {
 			return badField("system_ids", "%d is not a solar system id (must be positive)", id)
 		}
+	}
+	if dup, ok := firstDuplicate(ids); ok {
+		return badField("system_ids", "%d is given twice", dup)
+	}
+	return nil
+}
+
+// firstDuplicate returns an id that ids holds twice. A typical request
+// names a few systems, where comparing each pair costs less than the map a
+// subscription of a thousand systems needs.
+func firstDuplicate(ids []int64) (int64, bool) {
+	const pairwiseUpTo = 32
+	if len(ids) <= pairwiseUpTo {
+		for i, id := range ids {
+			if slices.Contains(ids[:i], id) {
+				return id, true
+			}
+		}
+		return 0, false
+	}
+	seen := make(map[int64]struct{}, len(ids))
+	for _, id := range ids {
 		if _, dup := seen[id]; dup {
-			return badField("system_ids", "%d is given twice", id)
+			return id, true
 		}
 		seen[id] = struct{}{}
 	}
-	return nil
+	return 0, false
 }
 
 // admit authenticates the caller, applies its rate limit and checks that

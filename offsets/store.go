@@ -227,7 +227,9 @@ func (s *Store) PositionsIn(clientID string, systems []int64) []Position {
 	if c == nil {
 		return nil
 	}
-	var out []Position
+	// Nearly every system lives on one partition: one allocation, not a
+	// growing slice, on this per-request path.
+	out := make([]Position, 0, len(systems))
 	for _, sys := range systems {
 		e := c.systems[sys]
 		if e == nil || e.deleted() {

@@ -52,6 +52,7 @@ func TestQuickRun(t *testing.T) {
 		{"1", "Poll p50 / p99, 2k events, caught up, HTTP", 1},
 		{"1", "Poll p50 / p99, 20k events, first Poll", 2},
 		{"1", "Poll read path only (mean)", 2},
+		{"1", "connect-go floor", 2},
 		{"2", "Produce → Subscribe p50 / p99 / p999", 3},
 		{"3", "Delivered events/s", 1},
 		{"4", "Memory per idle stream", 1},

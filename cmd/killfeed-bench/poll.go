@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -91,7 +92,9 @@ func (r *runner) pollSize(ctx context.Context, n int) error {
 	for i := range follow {
 		follow[i] = int64(30_000_001 + i)
 	}
-	pc := &pollClients{handler: svc.svc.Handler(), url: svc.url, seedURL: seedURL, follow: follow,
+	floorMux := http.NewServeMux()
+	floorMux.Handle(killfeedv1connect.NewKillfeedServiceHandler(noopPoll{}))
+	pc := &pollClients{handler: svc.svc.Handler(), floor: floorMux, url: svc.url, seedURL: seedURL, follow: follow,
 		// HTTP/1.1 with keep-alive for both: one connection, reused.
 		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
 	defer pc.hc.CloseIdleConnections()
@@ -159,6 +162,13 @@ func (r *runner) pollSize(ctx context.Context, n int) error {
 	for _, p := range pairs {
 		all = append(all, p.kf, p.seed)
 	}
+	// connect-go serving a Poll that does nothing: the least any Connect
+	// handler costs, which bounds how much faster than the port a whole
+	// handler can be.
+	floor := &variant{fn: expectEvents(0, func() (pollResult, error) {
+		return pc.inProcess(pc.floor, "kf-caught-up", true)
+	})}
+	all = append(all, floor)
 	r.progress("  measuring %d variants for about %s", len(all), time.Duration(len(all))*r.sz.pollBudget)
 	if err := measure(ctx, all, r.sz.pollBudget, 5); err != nil {
 		return err
@@ -181,7 +191,28 @@ func (r *runner) pollSize(ctx context.Context, n int) error {
 		row.Note = fmt.Sprintf("%s events in %d systems, the client follows %d; %d and %d samples", bench.FormatCount(int64(n)), r.sz.pollSystems, len(follow), kf.N, seed.N)
 		r.add(row)
 	}
+	{
+		fl, seed := bench.Summarize(floor.samples), bench.Summarize(pairs[0].seed.samples)
+		r.add(bench.Row{
+			ID:        "1",
+			What:      fmt.Sprintf("Poll p50 / p99, %s events, caught up, connect-go floor (an empty Poll handler), in-process", label),
+			Killfeed:  bench.FormatDuration(fl.P50) + " / " + bench.FormatDuration(fl.P99),
+			Reference: "seeds port " + bench.FormatDuration(seed.P50) + " / " + bench.FormatDuration(seed.P99),
+			Ratio:     bench.FormatRatio(float64(seed.P50)/float64(max(1, fl.P50))) + " / " + bench.FormatRatio(float64(seed.P99)/float64(max(1, fl.P99))),
+			Note: fmt.Sprintf("not killfeed: connect-go's own unary handling of the same request, with no service behind it, the floor of any Connect handler; %d samples",
+				fl.N),
+		})
+	}
 	return nil
+}
+
+// noopPoll answers every Poll with nothing, for the floor row.
+type noopPoll struct {
+	killfeedv1connect.UnimplementedKillfeedServiceHandler
+}
+
+func (noopPoll) Poll(context.Context, *connect.Request[killfeedv1.PollRequest]) (*connect.Response[killfeedv1.PollResponse], error) {
+	return connect.NewResponse(&killfeedv1.PollResponse{}), nil
 }
 
 // variant is one thing measured by measure.
@@ -227,10 +258,12 @@ func measure(ctx context.Context, vs []*variant, budget time.Duration, rounds in
 // pollClients issues Polls to killfeed and to the seeds port.
 type pollClients struct {
 	handler http.Handler // killfeed's, called in-process
+	floor   http.Handler // connect-go with a Poll that does nothing
 	url     string       // killfeed's, over HTTP
 	seedURL string
 	follow  []int64
 	hc      *http.Client
+	bodies  map[pollKey][]byte
 }
 
 // pollResult is what a Poll returned.
@@ -239,26 +272,46 @@ type pollResult struct {
 	more   bool
 }
 
+// pollRequest builds a Poll as the Connect protocol's unary form: a plain
+// POST of the message. Each client's message is encoded once, so that the
+// in-process timings are the service's work, not the client's.
 func (c *pollClients) pollRequest(client string, auto bool) *http.Request {
-	mode := killfeedv1.CommitMode_COMMIT_MODE_EXPLICIT
-	if auto {
-		mode = killfeedv1.CommitMode_COMMIT_MODE_AUTO
+	k := pollKey{client, auto}
+	body, ok := c.bodies[k]
+	if !ok {
+		mode := killfeedv1.CommitMode_COMMIT_MODE_EXPLICIT
+		if auto {
+			mode = killfeedv1.CommitMode_COMMIT_MODE_AUTO
+		}
+		body, _ = proto.Marshal(&killfeedv1.PollRequest{ClientId: client, SystemIds: c.follow, Limit: 10_000, CommitMode: mode})
+		if c.bodies == nil {
+			c.bodies = map[pollKey][]byte{}
+		}
+		c.bodies[k] = body
 	}
-	body, _ := proto.Marshal(&killfeedv1.PollRequest{ClientId: client, SystemIds: c.follow, Limit: 10_000, CommitMode: mode})
 	req, _ := http.NewRequest(http.MethodPost, c.url+killfeedv1connect.KillfeedServicePollProcedure, bytes.NewReader(body))
-	// The Connect protocol's unary form: a plain POST of the message.
-	req.Header.Set("Content-Type", "application/proto")
-	req.Header.Set("Connect-Protocol-Version", "1")
+	req.Header = http.Header{"Content-Type": {"application/proto"}, "Connect-Protocol-Version": {"1"}}
 	return req
+}
+
+// pollKey names a cached Poll request body.
+type pollKey struct {
+	client string
+	auto   bool
 }
 
 // killfeedInProcess polls through killfeed's whole HTTP handler (Connect
 // protocol, protobuf), called as a function: no socket, no HTTP client.
 func (c *pollClients) killfeedInProcess(client string, auto bool) (pollResult, error) {
+	return c.inProcess(c.handler, client, auto)
+}
+
+// inProcess calls h with a Poll, as an HTTP server would.
+func (c *pollClients) inProcess(h http.Handler, client string, auto bool) (pollResult, error) {
 	req := c.pollRequest(client, auto)
 	req.RemoteAddr = "127.0.0.1:1"
 	rec := httptest.NewRecorder()
-	c.handler.ServeHTTP(rec, req)
+	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusOK {
 		return pollResult{}, fmt.Errorf("killfeed Poll: HTTP %d: %s", rec.Code, rec.Body.Bytes())
 	}
