@@ -44,6 +44,25 @@ type event struct {
 
 func (e *event) id() int64 { return eventID(e.partition, e.offset) }
 
+// orderKey is an event's place in delivery order, as before compares it:
+// time, then arrival. Memory keeps each system's keys in an array beside
+// its events, so that a merge reads them densely (see mergeTree).
+type orderKey struct {
+	timeMS int64
+	seq    uint64
+}
+
+func (e *event) orderKey() orderKey { return orderKey{e.timeMS, e.seq} }
+
+// keysOf returns the order keys of evs.
+func keysOf(evs []*event) []orderKey {
+	out := make([]orderKey, len(evs))
+	for i, e := range evs {
+		out[i] = e.orderKey()
+	}
+	return out
+}
+
 // before orders events for delivery: by time, then by arrival.
 func (e *event) before(o *event) bool {
 	if e.timeMS != o.timeMS {

@@ -35,6 +35,12 @@ type readResult struct {
 	// rest, when more is true, is the merge of what remained: readMore
 	// continues it.
 	rest *mergeTree
+	// cursor, once a merge is done (more is false), holds the positions
+	// after everything its batches delivered or skipped, once per system
+	// and partition: a stream moves its cursor then, not after every
+	// batch, which wrote hundreds of positions per batch for a stream of
+	// a thousand systems.
+	cursor []position
 }
 
 // position is where a read left one system-partition: the offset after
@@ -55,9 +61,11 @@ func advanceCursor(cursor map[sysPart]int64, next []position) {
 type source struct {
 	key    sysPart
 	events []*event
-	// next is the position after the last event the merge took from this
-	// source, 0 while it took none.
-	next int64
+	keys   []orderKey // keys[i] is events[i].orderKey()
+	// next is the position after the last event the current batch of the
+	// merge took from this source, 0 while it took none; done is the same
+	// over every batch.
+	next, done int64
 }
 
 // backlog is a piece of a read memory cannot serve: the system's events in
@@ -101,8 +109,8 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 		if from < floor {
 			backlogs = append(backlogs, backlog{key: k, from: from, to: floor})
 		}
-		if evs := l.after(max(from, floor)); len(evs) > 0 {
-			srcs = append(srcs, &source{key: k, events: evs})
+		if evs, keys := l.after(max(from, floor)); len(evs) > 0 {
+			srcs = append(srcs, &source{key: k, events: evs, keys: keys})
 		}
 	})
 	m.mu.RUnlock()
@@ -119,22 +127,18 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 		for _, src := range srcs {
 			if src.key == b.key {
 				src.events = append(evs, src.events...)
+				src.keys = append(keysOf(evs), src.keys...)
 				merged = true
 			}
 		}
 		if !merged {
-			srcs = append(srcs, &source{key: b.key, events: evs})
+			srcs = append(srcs, &source{key: b.key, events: evs, keys: keysOf(evs)})
 		}
 	}
 
-	res.merge(newMergeTree(srcs), limit, maxBytes)
-	// A system-partition the merge delivered from is past its gap.
-	for _, p := range res.next {
-		delete(gapNext, p.key)
-	}
-	for k, o := range gapNext {
-		res.next = append(res.next, position{k, o})
-	}
+	t := newMergeTree(srcs)
+	t.gaps = gapNext
+	res.merge(t, limit, maxBytes)
 	return res, nil
 }
 
@@ -175,6 +179,7 @@ func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
 		res.events = append(res.events, e)
 		size += len(e.json)
 		src.next = e.offset + 1
+		src.done = src.next
 		t.advance(w)
 	}
 	// One position per source rather than one per event, which was a
@@ -184,6 +189,17 @@ func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
 		if src.next > 0 {
 			res.next = append(res.next, position{src.key, src.next})
 		}
+	}
+	// The first batch also moves past the gaps: it is the one a client
+	// is told of them in.
+	for k, o := range t.gaps {
+		if t.firstBatch && !t.delivered(k) {
+			res.next = append(res.next, position{k, o})
+		}
+	}
+	t.firstBatch = false
+	if !res.more {
+		res.cursor = t.final()
 	}
 }
 
@@ -258,6 +274,10 @@ func (m *memory) unseenLocked(systems []int64, pos map[sysPart]int64) map[int64]
 // a thousand systems as it catches up.
 type mergeTree struct {
 	srcs []*source
+	// gaps holds the position after each gap the read found (rare): a
+	// system-partition the merge delivers from is past it anyway.
+	gaps       map[sysPart]int64
+	firstBatch bool
 	// heads[i] is srcs[i]'s first event's key; a zero head (nil src) is
 	// an exhausted source, which sorts last.
 	heads []mergeHead
@@ -267,23 +287,20 @@ type mergeTree struct {
 	losers []int
 }
 
-// mergeHead is a source's first event's order key (event.before's): time,
-// then read order.
+// mergeHead is a source's first event's order key.
 type mergeHead struct {
-	timeMS int64
-	seq    uint64
-	src    *source
+	orderKey
+	src *source
 }
 
 // headOf returns src's key; src has events.
 func headOf(src *source) mergeHead {
-	e := src.events[0]
-	return mergeHead{timeMS: e.timeMS, seq: e.seq, src: src}
+	return mergeHead{orderKey: src.keys[0], src: src}
 }
 
 func newMergeTree(srcs []*source) *mergeTree {
 	k := len(srcs)
-	t := &mergeTree{srcs: srcs, heads: make([]mergeHead, k), losers: make([]int, max(k, 1))}
+	t := &mergeTree{srcs: srcs, heads: make([]mergeHead, k), losers: make([]int, max(k, 1)), firstBatch: true}
 	if k == 0 {
 		return t
 	}
@@ -304,6 +321,33 @@ func newMergeTree(srcs []*source) *mergeTree {
 	}
 	t.losers[0] = winners[1]
 	return t
+}
+
+// delivered reports whether the merge has taken an event of k.
+func (t *mergeTree) delivered(k sysPart) bool {
+	for _, src := range t.srcs {
+		if src.key == k && src.done > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// final returns the positions after everything the merge delivered, over
+// all its batches, and after its gaps.
+func (t *mergeTree) final() []position {
+	out := make([]position, 0, len(t.srcs)+len(t.gaps))
+	for _, src := range t.srcs {
+		if src.done > 0 {
+			out = append(out, position{src.key, src.done})
+		}
+	}
+	for k, o := range t.gaps {
+		if !t.delivered(k) {
+			out = append(out, position{k, o})
+		}
+	}
+	return out
 }
 
 // empty reports whether every source is exhausted.
@@ -330,6 +374,7 @@ func (t *mergeTree) less(i, j int) bool {
 // advance drops leaf w's first event, w having won, and replays its path.
 func (t *mergeTree) advance(w int) {
 	src := t.srcs[w]
+	src.keys = src.keys[1:]
 	if src.events = src.events[1:]; len(src.events) == 0 {
 		t.heads[w] = mergeHead{}
 	} else {

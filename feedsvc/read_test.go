@@ -12,8 +12,9 @@ import (
 // TestReadMergesInDeliveryOrder reads many systems on several partitions in
 // small batches (read, then readMore) and checks that the stream gets every
 // event once, in event.before's order, with each system-partition's
-// position after the last event it got — for mergers of 1 to 1,000
-// sources, with clashing timestamps.
+// position after the last event it got, both in the cursor the merge
+// leaves and in the positions its batches commit — for merges of 1 to
+// 1,000 sources, with clashing timestamps.
 func TestReadMergesInDeliveryOrder(t *testing.T) {
 	for _, tc := range []struct {
 		systems, partitions, events, batch int
@@ -57,7 +58,9 @@ func TestReadMergesInDeliveryOrder(t *testing.T) {
 				systems[i] = int64(30_000_001 + i)
 			}
 
-			cursor := map[sysPart]int64{}
+			// cursor moves as a stream's does, once the merge is done;
+			// committed as automatic mode commits, after every batch.
+			cursor, committed := map[sysPart]int64{}, map[sysPart]int64{}
 			res, err := s.read(context.Background(), systems, cursor, tc.batch, s.opts.MaxResponseBytes)
 			if err != nil {
 				t.Fatal(err)
@@ -75,9 +78,13 @@ func TestReadMergesInDeliveryOrder(t *testing.T) {
 					}
 					seen[p.key] = true
 				}
-				advanceCursor(cursor, res.next)
+				advanceCursor(committed, res.next)
 				if !res.more {
+					advanceCursor(cursor, res.cursor)
 					break
+				}
+				if res.cursor != nil {
+					t.Fatalf("a read with more to come moved the cursor")
 				}
 				res = readMore(res.rest, tc.batch, s.opts.MaxResponseBytes)
 			}
@@ -96,6 +103,9 @@ func TestReadMergesInDeliveryOrder(t *testing.T) {
 			}
 			if !maps.Equal(cursor, last) {
 				t.Fatalf("cursor after the read: %v, want %v", cursor, last)
+			}
+			if !maps.Equal(committed, last) {
+				t.Fatalf("positions committed batch by batch: %v, want %v", committed, last)
 			}
 		})
 	}

@@ -94,7 +94,7 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 		if err := s.deliver(ctx, r, res, asJSON, send); err != nil {
 			return err
 		}
-		advanceCursor(cursor, res.next)
+		advanceCursor(cursor, res.cursor)
 		if len(res.events) > 0 || len(res.gaps) > 0 {
 			idle.Reset(beat)
 		}
