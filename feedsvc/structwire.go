@@ -78,19 +78,28 @@ func (d *structDecoder) errorf(format string, args ...any) error {
 }
 
 // nested appends field num (length-delimited) holding whatever fill appends.
-// The length prefix is inserted after the content is known.
+// The length prefix is written after the content is known, in one byte
+// reserved ahead of it: most of a killmail's messages (a member with a
+// number or a short string) are shorter than 128 bytes, so only the longer
+// ones move their content to make room for a longer prefix. Moving every
+// message's content once per level of nesting was a tenth of the work.
 func nested(b []byte, num protowire.Number, fill func([]byte) ([]byte, error)) ([]byte, error) {
 	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = append(b, 0)
 	start := len(b)
 	b, err := fill(b)
 	if err != nil {
 		return nil, err
 	}
 	n := len(b) - start
+	if n < 0x80 {
+		b[start-1] = byte(n)
+		return b, nil
+	}
 	k := protowire.SizeVarint(uint64(n))
-	b = append(b, make([]byte, k)...)
-	copy(b[start+k:], b[start:start+n])
-	protowire.AppendVarint(b[start:start], uint64(n))
+	b = append(b, make([]byte, k-1)...)
+	copy(b[start-1+k:], b[start:start+n])
+	protowire.AppendVarint(b[start-1:start-1], uint64(n))
 	return b, nil
 }
 
@@ -209,15 +218,45 @@ func (d *structDecoder) value(b []byte) ([]byte, error) {
 		if !jsonNumber(num) {
 			return nil, d.errorf("bad number %q", num)
 		}
-		f, err := strconv.ParseFloat(string(num), 64)
-		if err != nil {
-			return nil, d.errorf("number %q is beyond the range of a double", num)
+		f, ok := smallInteger(num)
+		if !ok {
+			var err error
+			if f, err = strconv.ParseFloat(string(num), 64); err != nil {
+				return nil, d.errorf("number %q is beyond the range of a double", num)
+			}
 		}
 		b = protowire.AppendTag(b, 2, protowire.Fixed64Type)
 		return binary.LittleEndian.AppendUint64(b, math.Float64bits(f)), nil
 	default:
 		return nil, d.errorf("unexpected %q", c)
 	}
+}
+
+// smallInteger converts a valid JSON number that is an integer of at most
+// 15 digits, as most of a killmail's are (ids, counts), to the double
+// strconv.ParseFloat would return: every such integer is exactly
+// representable, so the conversion is exact. It was a seventh of the work.
+func smallInteger(num []byte) (float64, bool) {
+	neg := len(num) > 0 && num[0] == '-'
+	digits := num
+	if neg {
+		digits = num[1:]
+	}
+	if len(digits) == 0 || len(digits) > 15 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	f := float64(n)
+	if neg {
+		f = -f
+	}
+	return f, true
 }
 
 func isNumberByte(c byte) bool {
