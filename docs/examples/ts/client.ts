@@ -110,10 +110,10 @@ export async function run(cfg: Config, onKill: (k: Kill) => void | Promise<void>
     if (signal.aborted) {
       return c.shutdown();
     }
+    if (superseded(err)) {
+      throw new Error(`another consumer subscribed with client id "${cfg.clientId}": ${err.message}`, { cause: err });
+    }
     if (!retryable(err)) {
-      if (err instanceof ConnectError && err.code === Code.Aborted) {
-        throw new Error(`another consumer subscribed with client id "${cfg.clientId}": ${err.message}`, { cause: err });
-      }
       throw err;
     }
     if (delivered) {
@@ -132,17 +132,28 @@ export async function run(cfg: Config, onKill: (k: Kill) => void | Promise<void>
 
 /**
  * Whether reconnecting may help. A request the server calls invalid or
- * unauthorised will be refused again; aborted means another consumer took
- * over this client id, and reconnecting would only take it back and forth.
- * Everything else (unavailable, resource_exhausted from a limit, a dropped
- * connection) is worth retrying after a backoff.
+ * unauthorised will be refused again (and a stream another consumer took
+ * over stops before this is asked: see superseded). Everything else
+ * (unavailable, resource_exhausted from a limit, a dropped connection, even
+ * one reported as aborted) is worth retrying after a backoff.
  */
 function retryable(err: unknown): boolean {
   if (err instanceof ProcessError) {
     return false;
   }
-  const final = [Code.InvalidArgument, Code.Unauthenticated, Code.PermissionDenied, Code.Unimplemented, Code.Aborted];
+  const final = [Code.InvalidArgument, Code.Unauthenticated, Code.PermissionDenied, Code.Unimplemented];
   return !(err instanceof ConnectError && final.includes(err.code));
+}
+
+/**
+ * Whether the server ended the stream because another consumer subscribed
+ * with this client id: aborted, sent by the server. connect-node also
+ * reports a connection reset (ECONNRESET) as aborted, with the network
+ * error as its cause, and that one is worth retrying like any dropped
+ * connection; an error the server sent has no cause.
+ */
+function superseded(err: unknown): err is ConnectError {
+  return err instanceof ConnectError && err.code === Code.Aborted && err.cause === undefined;
 }
 
 class Consumer {

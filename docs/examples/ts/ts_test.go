@@ -103,6 +103,56 @@ func TestClientResumesExactlyOnce(t *testing.T) {
 	}
 }
 
+// TestClientStopsWhenReplaced: when another consumer subscribes with the
+// same client id, the server ends the client's stream with aborted, and the
+// client stops with an error saying so instead of reconnecting (which would
+// take the client id back and forth). A dropped connection, which
+// connect-node also reports as aborted, is retried instead: see
+// TestClientResumesExactlyOnce.
+func TestClientStopsWhenReplaced(t *testing.T) {
+	build(t)
+	env := testkit.Start(t)
+	env.Produce(jita)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "dist/client.js", "--url", env.URL, "--client-id", "ts-replaced",
+		"--systems", strconv.Itoa(jita), "--max-events", "1000")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() && !strings.Contains(sc.Text(), "subscribed") {
+		log.WriteString(sc.Text() + "\n")
+	}
+
+	// Another consumer takes the client id over.
+	c := killfeedv1connect.NewKillfeedServiceClient(http.DefaultClient, env.URL)
+	other, err := c.Subscribe(ctx, connect.NewRequest(&killfeedv1.SubscribeRequest{ClientId: "ts-replaced", SystemIds: []int64{jita}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if !other.Receive() {
+		t.Fatalf("the other consumer's stream: %v", other.Err())
+	}
+
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+	}
+	err = cmd.Wait()
+	if ctx.Err() != nil || err == nil || !strings.Contains(log.String(), "another consumer subscribed") {
+		t.Errorf("replaced client: %v (want exit status 1 at once, saying another consumer subscribed); stderr:\n%s", err, log.String())
+	}
+	if strings.Contains(log.String(), "reconnecting") {
+		t.Errorf("replaced client reconnected; stderr:\n%s", log.String())
+	}
+}
+
 // TestClientAPIKey: the client sends its key on every call, and stops at
 // once when the server refuses it.
 func TestClientAPIKey(t *testing.T) {
