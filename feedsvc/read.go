@@ -139,6 +139,9 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 	t := newMergeTree(srcs)
 	t.gaps = gapNext
 	res.merge(t, limit, maxBytes)
+	// The first batch also moves past the gaps: it is the one that tells
+	// the client of them.
+	res.next = append(res.next, t.gapPositions()...)
 	return res, nil
 }
 
@@ -190,14 +193,6 @@ func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
 			res.next = append(res.next, position{src.key, src.next})
 		}
 	}
-	// The first batch also moves past the gaps: it is the one a client
-	// is told of them in.
-	for k, o := range t.gaps {
-		if t.firstBatch && !t.delivered(k) {
-			res.next = append(res.next, position{k, o})
-		}
-	}
-	t.firstBatch = false
 	if !res.more {
 		res.cursor = t.final()
 	}
@@ -276,8 +271,7 @@ type mergeTree struct {
 	srcs []*source
 	// gaps holds the position after each gap the read found (rare): a
 	// system-partition the merge delivers from is past it anyway.
-	gaps       map[sysPart]int64
-	firstBatch bool
+	gaps map[sysPart]int64
 	// heads[i] is srcs[i]'s first event's key; a zero head (nil src) is
 	// an exhausted source, which sorts last.
 	heads []mergeHead
@@ -300,7 +294,7 @@ func headOf(src *source) mergeHead {
 
 func newMergeTree(srcs []*source) *mergeTree {
 	k := len(srcs)
-	t := &mergeTree{srcs: srcs, heads: make([]mergeHead, k), losers: make([]int, max(k, 1)), firstBatch: true}
+	t := &mergeTree{srcs: srcs, heads: make([]mergeHead, k), losers: make([]int, max(k, 1))}
 	if k == 0 {
 		return t
 	}
@@ -323,14 +317,25 @@ func newMergeTree(srcs []*source) *mergeTree {
 	return t
 }
 
-// delivered reports whether the merge has taken an event of k.
-func (t *mergeTree) delivered(k sysPart) bool {
+// gapPositions returns the positions after the gaps of the system-
+// partitions the merge has delivered nothing from yet.
+func (t *mergeTree) gapPositions() []position {
+	if len(t.gaps) == 0 {
+		return nil
+	}
+	delivered := make(map[sysPart]bool, len(t.srcs))
 	for _, src := range t.srcs {
-		if src.key == k && src.done > 0 {
-			return true
+		if src.done > 0 {
+			delivered[src.key] = true
 		}
 	}
-	return false
+	var out []position
+	for k, o := range t.gaps {
+		if !delivered[k] {
+			out = append(out, position{k, o})
+		}
+	}
+	return out
 }
 
 // final returns the positions after everything the merge delivered, over
@@ -342,12 +347,7 @@ func (t *mergeTree) final() []position {
 			out = append(out, position{src.key, src.done})
 		}
 	}
-	for k, o := range t.gaps {
-		if !t.delivered(k) {
-			out = append(out, position{k, o})
-		}
-	}
-	return out
+	return append(out, t.gapPositions()...)
 }
 
 // empty reports whether every source is exhausted.
