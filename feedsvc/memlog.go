@@ -17,8 +17,8 @@ type sysLog struct {
 	// events, ascending by offset, all at or above floor.
 	events []*event
 	// keys[i] is events[i].orderKey(). A stream merging a thousand
-	// systems compares the next event of each; reading it from the event
-	// was a cache miss per event delivered, from here it is one per four.
+	// systems compares the next event of each; it reads the keys here,
+	// densely, rather than from each event (see mergeTree).
 	keys []orderKey
 	// floor: memory holds every event of the system at or above this
 	// offset. Below it, events may still be in Kafka (evicted from memory
