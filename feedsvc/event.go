@@ -54,6 +54,14 @@ type orderKey struct {
 
 func (e *event) orderKey() orderKey { return orderKey{e.timeMS, e.seq} }
 
+// less reports whether k comes before o.
+func (k orderKey) less(o orderKey) bool {
+	if k.timeMS != o.timeMS {
+		return k.timeMS < o.timeMS
+	}
+	return k.seq < o.seq
+}
+
 // keysOf returns the order keys of evs.
 func keysOf(evs []*event) []orderKey {
 	out := make([]orderKey, len(evs))
@@ -63,13 +71,11 @@ func keysOf(evs []*event) []orderKey {
 	return out
 }
 
-// before orders events for delivery: by time, then by arrival.
+// before orders events for delivery: by time, then by arrival, then (for
+// events read from Kafka directly, which have no arrival) by id.
 func (e *event) before(o *event) bool {
-	if e.timeMS != o.timeMS {
-		return e.timeMS < o.timeMS
-	}
-	if e.seq != o.seq {
-		return e.seq < o.seq
+	if ek, ok := e.orderKey(), o.orderKey(); ek != ok {
+		return ek.less(ok)
 	}
 	return e.id() < o.id()
 }

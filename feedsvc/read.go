@@ -136,8 +136,7 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 		}
 	}
 
-	t := newMergeTree(srcs)
-	t.gaps = gapNext
+	t := newMergeTree(srcs, gapNext)
 	res.merge(t, limit, maxBytes)
 	// The first batch also moves past the gaps: it is the one that tells
 	// the client of them.
@@ -172,7 +171,7 @@ func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
 	size := 0
 	for !t.empty() {
 		w := t.losers[0]
-		src := t.heads[w].src
+		src := t.srcs[w]
 		e := src.events[0]
 		if len(res.events) >= limit || (len(res.events) > 0 && size+len(e.json) > maxBytes) {
 			res.more = true
@@ -272,8 +271,8 @@ type mergeTree struct {
 	// gaps holds the position after each gap the read found (rare): a
 	// system-partition the merge delivers from is past it anyway.
 	gaps map[sysPart]int64
-	// heads[i] is srcs[i]'s first event's key; a zero head (nil src) is
-	// an exhausted source, which sorts last.
+	// heads[i] is srcs[i]'s first event's key, or not live once srcs[i]
+	// is exhausted (it then sorts last).
 	heads []mergeHead
 	// losers[n], for an internal node n ≥ 1, is the leaf that lost the
 	// match played there; losers[0] is the overall winner. Node n's
@@ -284,17 +283,19 @@ type mergeTree struct {
 // mergeHead is a source's first event's order key.
 type mergeHead struct {
 	orderKey
-	src *source
+	live bool
 }
 
 // headOf returns src's key; src has events.
 func headOf(src *source) mergeHead {
-	return mergeHead{orderKey: src.keys[0], src: src}
+	return mergeHead{orderKey: src.keys[0], live: true}
 }
 
-func newMergeTree(srcs []*source) *mergeTree {
+// newMergeTree starts a merge of srcs, whose reads found gaps (nil for
+// none).
+func newMergeTree(srcs []*source, gaps map[sysPart]int64) *mergeTree {
 	k := len(srcs)
-	t := &mergeTree{srcs: srcs, heads: make([]mergeHead, k), losers: make([]int, max(k, 1))}
+	t := &mergeTree{srcs: srcs, gaps: gaps, heads: make([]mergeHead, k), losers: make([]int, max(k, 1))}
 	if k == 0 {
 		return t
 	}
@@ -352,23 +353,25 @@ func (t *mergeTree) final() []position {
 
 // empty reports whether every source is exhausted.
 func (t *mergeTree) empty() bool {
-	return len(t.heads) == 0 || t.heads[t.losers[0]].src == nil
+	return len(t.heads) == 0 || !t.heads[t.losers[0]].live
 }
 
 // less orders leaves i and j by their first events, exhausted ones last.
 func (t *mergeTree) less(i, j int) bool {
 	a, b := &t.heads[i], &t.heads[j]
 	switch {
-	case b.src == nil:
-		return a.src != nil
-	case a.src == nil:
+	case !b.live:
+		return a.live
+	case !a.live:
 		return false
+	// orderKey.less, written out: its equality test first cost a tenth of
+	// a 1,000-system merge.
 	case a.timeMS != b.timeMS:
 		return a.timeMS < b.timeMS
 	case a.seq != b.seq:
 		return a.seq < b.seq
 	}
-	return a.src.events[0].before(b.src.events[0])
+	return t.srcs[i].events[0].before(t.srcs[j].events[0])
 }
 
 // advance drops leaf w's first event, w having won, and replays its path.
