@@ -79,12 +79,16 @@ func (o Options) withDefaults() Options {
 // entry is one (client, system) record as last applied.
 type entry struct {
 	offsets map[int32]int64
-	// one is offsets' only position when it has exactly one, as nearly
-	// every entry does (a system's killmails live on one partition):
-	// PositionsIn, on every request, then reads it without iterating a
-	// map, which was most of its cost.
-	one     *Position
-	updated time.Time
+	// single is set when offsets holds exactly one position, as nearly
+	// every entry does (a system's killmails live on one partition), and
+	// onePartition and oneOffset are that position: PositionsIn, on every
+	// request, then reads it without iterating a map, which was most of
+	// its cost. Kept inline, not as a *Position, so that applying a record
+	// (a million of them at start-up) allocates nothing more.
+	single       bool
+	onePartition int32
+	oneOffset    int64
+	updated      time.Time
 	// version is the offsets-topic offset of the record applied, so a
 	// record applied directly after its produce is not undone when the tail
 	// reads it (or an older one) again. A key always lands on the same
@@ -240,8 +244,8 @@ func (s *Store) PositionsIn(clientID string, systems []int64) []Position {
 		if e == nil || e.deleted() {
 			continue
 		}
-		if e.one != nil {
-			out = append(out, *e.one)
+		if e.single {
+			out = append(out, Position{SystemID: sys, Partition: e.onePartition, Offset: e.oneOffset, UpdatedAt: e.updated})
 			continue
 		}
 		for p, o := range e.offsets {
@@ -528,7 +532,7 @@ func (s *Store) applyLocked(r *kgo.Record) {
 	e := &entry{offsets: v.Offsets, updated: time.UnixMilli(v.UpdatedMS), version: r.Offset}
 	if len(e.offsets) == 1 {
 		for p, o := range e.offsets {
-			e.one = &Position{SystemID: sys, Partition: p, Offset: o, UpdatedAt: e.updated}
+			e.single, e.onePartition, e.oneOffset = true, p, o
 		}
 	}
 	c.systems[sys] = e
