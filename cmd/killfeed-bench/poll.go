@@ -10,12 +10,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"time"
 
-	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -93,7 +91,7 @@ func (r *runner) pollSize(ctx context.Context, n int) error {
 		follow[i] = int64(30_000_001 + i)
 	}
 	floorMux := http.NewServeMux()
-	floorMux.Handle(killfeedv1connect.NewKillfeedServiceHandler(noopPoll{}))
+	floorMux.Handle(killfeedv1connect.NewKillfeedServiceHandler(bench.EmptyPoll{}))
 	pc := &pollClients{handler: svc.svc.Handler(), floor: floorMux, url: svc.url, seedURL: seedURL, follow: follow,
 		// HTTP/1.1 with keep-alive for both: one connection, reused.
 		hc: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}}
@@ -206,15 +204,6 @@ func (r *runner) pollSize(ctx context.Context, n int) error {
 	return nil
 }
 
-// noopPoll answers every Poll with nothing, for the floor row.
-type noopPoll struct {
-	killfeedv1connect.UnimplementedKillfeedServiceHandler
-}
-
-func (noopPoll) Poll(context.Context, *connect.Request[killfeedv1.PollRequest]) (*connect.Response[killfeedv1.PollResponse], error) {
-	return connect.NewResponse(&killfeedv1.PollResponse{}), nil
-}
-
 // variant is one thing measured by measure.
 type variant struct {
 	fn      func() error
@@ -264,6 +253,7 @@ type pollClients struct {
 	follow  []int64
 	hc      *http.Client
 	bodies  map[pollKey][]byte
+	calls   map[pollKey]*bench.InProcessCall
 }
 
 // pollResult is what a Poll returned.
@@ -272,25 +262,34 @@ type pollResult struct {
 	more   bool
 }
 
-// pollRequest builds a Poll as the Connect protocol's unary form: a plain
-// POST of the message. Each client's message is encoded once, so that the
-// in-process timings are the service's work, not the client's.
-func (c *pollClients) pollRequest(client string, auto bool) *http.Request {
-	k := pollKey{client, auto}
-	body, ok := c.bodies[k]
-	if !ok {
-		mode := killfeedv1.CommitMode_COMMIT_MODE_EXPLICIT
-		if auto {
-			mode = killfeedv1.CommitMode_COMMIT_MODE_AUTO
-		}
-		body, _ = proto.Marshal(&killfeedv1.PollRequest{ClientId: client, SystemIds: c.follow, Limit: 10_000, CommitMode: mode})
-		if c.bodies == nil {
-			c.bodies = map[pollKey][]byte{}
-		}
-		c.bodies[k] = body
+// pollBody encodes a client's Poll, once per client and mode.
+func (c *pollClients) pollBody(k pollKey) []byte {
+	if body, ok := c.bodies[k]; ok {
+		return body
 	}
+	mode := killfeedv1.CommitMode_COMMIT_MODE_EXPLICIT
+	if k.auto {
+		mode = killfeedv1.CommitMode_COMMIT_MODE_AUTO
+	}
+	body, _ := proto.Marshal(&killfeedv1.PollRequest{ClientId: k.client, SystemIds: c.follow, Limit: 10_000, CommitMode: mode})
+	if c.bodies == nil {
+		c.bodies = map[pollKey][]byte{}
+	}
+	c.bodies[k] = body
+	return body
+}
+
+// pollHeader is the Connect protocol's unary form: a plain POST of the
+// message.
+func pollHeader() http.Header {
+	return http.Header{"Content-Type": {"application/proto"}, "Connect-Protocol-Version": {"1"}}
+}
+
+// pollRequest builds a Poll to send over HTTP.
+func (c *pollClients) pollRequest(client string, auto bool) *http.Request {
+	body := c.pollBody(pollKey{client, auto})
 	req, _ := http.NewRequest(http.MethodPost, c.url+killfeedv1connect.KillfeedServicePollProcedure, bytes.NewReader(body))
-	req.Header = http.Header{"Content-Type": {"application/proto"}, "Connect-Protocol-Version": {"1"}}
+	req.Header = pollHeader()
 	return req
 }
 
@@ -306,16 +305,23 @@ func (c *pollClients) killfeedInProcess(client string, auto bool) (pollResult, e
 	return c.inProcess(c.handler, client, auto)
 }
 
-// inProcess calls h with a Poll, as an HTTP server would.
+// inProcess calls h with a Poll, as an HTTP server would. Each client's
+// call is built once and reused, so the time is the handler's.
 func (c *pollClients) inProcess(h http.Handler, client string, auto bool) (pollResult, error) {
-	req := c.pollRequest(client, auto)
-	req.RemoteAddr = "127.0.0.1:1"
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != http.StatusOK {
-		return pollResult{}, fmt.Errorf("killfeed Poll: HTTP %d: %s", rec.Code, rec.Body.Bytes())
+	k := pollKey{client, auto}
+	call, ok := c.calls[k]
+	if !ok {
+		call = bench.NewInProcessCall(http.MethodPost, killfeedv1connect.KillfeedServicePollProcedure, c.pollBody(k), pollHeader())
+		if c.calls == nil {
+			c.calls = map[pollKey]*bench.InProcessCall{}
+		}
+		c.calls[k] = call
 	}
-	return parsePollResponse(rec.Body.Bytes())
+	status, body := call.Serve(h)
+	if status != http.StatusOK {
+		return pollResult{}, fmt.Errorf("killfeed Poll: HTTP %d: %s", status, body)
+	}
+	return parsePollResponse(body)
 }
 
 // killfeedHTTP polls killfeed over a loopback TCP connection.

@@ -221,18 +221,15 @@ func (r *runner) backfill(ctx context.Context) error {
 				// round, not a side, and the median of the rounds' ratios
 				// drops it. (Single rounds ranged from 65 % to 123 % on a
 				// shared machine.)
-				sides := [][][]int64{one, many}
+				sides := [2][][]int64{one, many}
+				order := []int{0, 1}
 				if round%2 == 1 {
-					sides = [][][]int64{many, one}
+					order = []int{1, 0}
 				}
 				var rate [2]float64
 				var cpu [2]time.Duration
-				for _, side := range sides {
-					i := 0
-					if len(side[0]) > 1 {
-						i = 1
-					}
-					rt, c, _, err := drain(bench.ProtocolGRPC, false, identity, 1, side, want)
+				for _, i := range order {
+					rt, c, _, err := drain(bench.ProtocolGRPC, false, identity, 1, sides[i], want)
 					if err != nil {
 						return fmt.Errorf("filter cost: %w", err)
 					}
