@@ -17,19 +17,16 @@ func BenchmarkCatchUp(b *testing.B) {
 	const events = 100_000
 	for _, systems := range []int{1, 1000} {
 		b.Run(fmt.Sprintf("systems=%d", systems), func(b *testing.B) {
-			s := &Service{opts: Options{}.withDefaults(), mem: newMemory(events)}
-			m := s.mem
-			m.mu.Lock()
-			m.startPartitionLocked(0, 0)
 			followed := make([]int64, systems)
 			for i := range followed {
 				followed[i] = int64(30_000_001 + i)
 			}
-			for i := range events {
-				sys := followed[i%systems]
-				m.appendLocked(&event{system: sys, partition: 0, offset: int64(i), timeMS: int64(i / 100), json: bench.SmallKillmail(int64(i), sys)})
-			}
-			m.mu.Unlock()
+			s := memoryService(events, func(add func(*event)) {
+				for i := range events {
+					sys := followed[i%systems]
+					add(&event{system: sys, partition: 0, offset: int64(i), timeMS: int64(i / 100), json: bench.SmallKillmail(int64(i), sys)})
+				}
+			})
 			ctx := context.Background()
 			var n int
 			for b.Loop() {

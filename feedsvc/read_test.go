@@ -27,25 +27,23 @@ func TestReadMergesInDeliveryOrder(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("systems=%d/batch=%d", tc.systems, tc.batch), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(tc.systems), uint64(tc.batch)))
-			s := &Service{opts: Options{}.withDefaults(), mem: newMemory(tc.events)}
-			m := s.mem
 			next, clock := map[int32]int64{}, map[int32]int64{}
 			var all []*event
-			m.mu.Lock()
-			for range tc.events {
-				sys := int64(30_000_001 + rng.IntN(tc.systems))
-				p := int32(rng.IntN(tc.partitions))
-				m.startPartitionLocked(p, 0)
-				// A partition's times never go backwards (a source is in
-				// order); they often repeat, so that many comparisons are
-				// ties broken by read order, and partitions' clocks differ.
-				clock[p] += int64(rng.IntN(2)) + int64(p%2)*int64(rng.IntN(3))
-				e := &event{system: sys, partition: p, offset: next[p], timeMS: clock[p], json: []byte(`{}`)}
-				next[p]++
-				m.appendLocked(e)
-				all = append(all, e)
-			}
-			m.mu.Unlock()
+			s := memoryService(tc.events, func(add func(*event)) {
+				for range tc.events {
+					sys := int64(30_000_001 + rng.IntN(tc.systems))
+					p := int32(rng.IntN(tc.partitions))
+					// A partition's times never go backwards (a source is
+					// in order); they often repeat, so that many
+					// comparisons are ties broken by read order, and
+					// partitions' clocks differ.
+					clock[p] += int64(rng.IntN(2)) + int64(p%2)*int64(rng.IntN(3))
+					e := &event{system: sys, partition: p, offset: next[p], timeMS: clock[p], json: []byte(`{}`)}
+					next[p]++
+					add(e)
+					all = append(all, e)
+				}
+			})
 			want := slices.Clone(all)
 			slices.SortFunc(want, func(a, b *event) int {
 				if a.before(b) {
@@ -109,4 +107,16 @@ func TestReadMergesInDeliveryOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// memoryService returns a service without Kafka whose memory holds, at most
+// maxPerSystem per system, the events fill adds, in the order added (each
+// partition's offsets counting from 0): what the in-process tests and
+// benchmarks of read and readMore run against.
+func memoryService(maxPerSystem int, fill func(add func(*event))) *Service {
+	s := &Service{opts: Options{}.withDefaults(), mem: newMemory(maxPerSystem)}
+	s.mem.mu.Lock()
+	defer s.mem.mu.Unlock()
+	fill(s.mem.appendLocked)
+	return s
 }

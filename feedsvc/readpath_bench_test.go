@@ -29,28 +29,23 @@ func BenchmarkPollReadPath(b *testing.B) {
 		if testing.Short() && n > 100_000 {
 			continue
 		}
-		s := &Service{opts: Options{}.withDefaults(), mem: newMemory(10_000)}
 		seeds := bench.NewSeedStore()
 		rng := rand.New(rand.NewPCG(uint64(n), 1))
 		next := map[int32]int64{}
-		m := s.mem
-		m.mu.Lock()
-		for p := range int32(partitions) {
-			m.startPartitionLocked(p, 0)
-		}
-		for i := range n {
-			sys := int64(30_000_001 + rng.IntN(systems))
-			km := bench.SmallKillmail(int64(i), sys)
-			p := int32(sys % partitions)
-			m.appendLocked(&event{system: sys, partition: p, offset: next[p], timeMS: int64(i), json: km})
-			next[p]++
-			var decoded map[string]any
-			if err := json.Unmarshal(km, &decoded); err != nil {
-				b.Fatal(err)
+		s := memoryService(10_000, func(add func(*event)) {
+			for i := range n {
+				sys := int64(30_000_001 + rng.IntN(systems))
+				km := bench.SmallKillmail(int64(i), sys)
+				p := int32(sys % partitions)
+				add(&event{system: sys, partition: p, offset: next[p], timeMS: int64(i), json: km})
+				next[p]++
+				var decoded map[string]any
+				if err := json.Unmarshal(km, &decoded); err != nil {
+					b.Fatal(err)
+				}
+				seeds.Insert(sys, decoded)
 			}
-			seeds.Insert(sys, decoded)
-		}
-		m.mu.Unlock()
+		})
 
 		followed := make([]int64, follow)
 		caughtUp := map[sysPart]int64{}
