@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/killfeed/killfeed/internal/bench"
 )
 
@@ -77,5 +81,44 @@ func TestQuickRun(t *testing.T) {
 	// The read path rows need the go tool, which go test usually finds.
 	if _, err := exec.LookPath("go"); err == nil && strings.Contains(table, "not run") {
 		t.Errorf("the read path benchmark did not run")
+	}
+}
+
+// TestRunAgainstBrokers runs two measurements with --brokers against a
+// separate Kafka (an in-process kfake cluster standing in for Apache Kafka):
+// the table says which Kafka it used, and every topic the run created is
+// deleted at the end.
+func TestRunAgainstBrokers(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	addr := c.ListenAddrs()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, progress bytes.Buffer
+	if err := run(ctx, []string{"--quick", "--only", "1,6", "--brokers", addr}, &out, &progress); err != nil {
+		t.Fatalf("run --brokers: %v\nprogress:\n%s", err, progress.String())
+	}
+	if !strings.Contains(out.String(), "Apache Kafka at "+addr) || !strings.Contains(out.String(), "\n1 ") || !strings.Contains(out.String(), "\n6 ") {
+		t.Errorf("table does not show the given brokers or measurements 1 and 6:\n%s", out.String())
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	topics, err := kadm.NewClient(cl).ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The cluster started empty: whatever is left, bar Kafka's own
+	// internal topics, the run left behind.
+	for _, name := range topics.Names() {
+		if !strings.HasPrefix(name, "__") {
+			t.Errorf("topic %s left behind", name)
+		}
 	}
 }
