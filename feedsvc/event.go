@@ -62,15 +62,6 @@ func (k orderKey) less(o orderKey) bool {
 	return k.seq < o.seq
 }
 
-// keysOf returns the order keys of evs.
-func keysOf(evs []*event) []orderKey {
-	out := make([]orderKey, len(evs))
-	for i, e := range evs {
-		out[i] = e.orderKey()
-	}
-	return out
-}
-
 // before orders events for delivery: by time, then by arrival, then (for
 // events read from Kafka directly, which have no arrival) by id.
 func (e *event) before(o *event) bool {

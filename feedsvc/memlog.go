@@ -1,6 +1,7 @@
 package feedsvc
 
 import (
+	"slices"
 	"sort"
 	"sync"
 )
@@ -14,12 +15,8 @@ type sysPart struct {
 
 // sysLog is what memory knows of one system on one partition.
 type sysLog struct {
-	// events, ascending by offset, all at or above floor.
-	events []*event
-	// keys[i] is events[i].orderKey(). A stream merging a thousand
-	// systems compares the next event of each; it reads the keys here,
-	// densely, rather than from each event (see mergeTree).
-	keys []orderKey
+	// entries, ascending by offset, all at or above floor.
+	entries
 	// floor: memory holds every event of the system at or above this
 	// offset. Below it, events may still be in Kafka (evicted from memory
 	// by the per-system bound) or gone (retention).
@@ -42,6 +39,11 @@ type partState struct {
 	// next is the offset after the last record applied: memory is complete
 	// up to (not including) next.
 	next int64
+	// orderedFrom is the lowest offset from which the partition's events
+	// in memory have timestamps that never go back, so that their delivery
+	// order (time, then arrival) is offset order; lastTimeMS is the last
+	// event's timestamp. A merge of many systems relies on it (partRun).
+	orderedFrom, lastTimeMS int64
 }
 
 // memory is the bounded in-memory index of the killmails topic.
@@ -84,6 +86,10 @@ func (m *memory) startPartitionLocked(p int32, logStart int64) *partState {
 func (m *memory) appendLocked(e *event) {
 	ps := m.startPartitionLocked(e.partition, e.offset)
 	ps.next = e.offset + 1
+	if e.timeMS < ps.lastTimeMS {
+		ps.orderedFrom = e.offset
+	}
+	ps.lastTimeMS = e.timeMS
 	m.seq++
 	e.seq = m.seq
 	k := sysPart{e.system, e.partition}
@@ -93,15 +99,14 @@ func (m *memory) appendLocked(e *event) {
 		m.logs[k] = l
 		m.bySystem[e.system] = append(m.bySystem[e.system], e.partition)
 	}
-	l.events = append(l.events, e)
-	l.keys = append(l.keys, e.orderKey())
+	l.add(e)
 	if over := len(l.events) - m.maxPerSystem; over > 0 {
 		// The evicted events are still in Kafka: a client that needs them
 		// is served from there. Retention of them can no longer be
 		// counted, so the loss count becomes unknown below the new floor.
 		l.floor = l.events[over].offset
 		l.removedKnownFrom = max(l.removedKnownFrom, l.floor)
-		l.events, l.keys = l.events[over:], l.keys[over:]
+		l.entries = l.from(over)
 	}
 }
 
@@ -128,12 +133,12 @@ func (m *memory) advanceLogStart(p int32, logStart int64) int {
 		if k.partition != p {
 			continue
 		}
-		n := sort.Search(len(l.events), func(i int) bool { return l.events[i].offset >= logStart })
+		n := l.search(logStart)
 		for _, e := range l.events[:n] {
 			l.removed = append(l.removed, e.offset)
 		}
 		removed += n
-		l.events, l.keys = l.events[n:], l.keys[n:]
+		l.entries = l.from(n)
 		l.floor = max(l.floor, logStart)
 		if over := len(l.removed) - m.maxPerSystem; over > 0 {
 			l.removedKnownFrom = l.removed[over-1] + 1
@@ -154,13 +159,61 @@ func (l *sysLog) lostBetween(from, to int64) int64 {
 	return int64(hi - lo)
 }
 
-// after returns the events of l at or above offset from, and their keys.
-func (l *sysLog) after(from int64) ([]*event, []orderKey) {
+// after returns the entries of l at or above offset from.
+func (l *sysLog) after(from int64) entries {
 	if l == nil {
-		return nil, nil
+		return entries{}
 	}
-	i := sort.Search(len(l.events), func(i int) bool { return l.events[i].offset >= from })
-	return l.events[i:], l.keys[i:]
+	return l.from(l.search(from))
+}
+
+// entries are events in offset order with their order keys and offsets
+// beside them, in arrays of their own: a stream merging a thousand systems
+// reads the next key of each, and places events by offset (see mergeTree),
+// from these arrays, densely, rather than from each event.
+//
+// Like the events, they are only appended to or resliced from the front,
+// never overwritten, so a reader may keep them.
+type entries struct {
+	events  []*event
+	keys    []orderKey // keys[i] is events[i].orderKey()
+	offsets []int64    // offsets[i] is events[i].offset
+}
+
+// entriesOf returns evs's entries.
+func entriesOf(evs []*event) entries {
+	x := entries{events: evs, keys: make([]orderKey, len(evs)), offsets: make([]int64, len(evs))}
+	for i, e := range evs {
+		x.keys[i], x.offsets[i] = e.orderKey(), e.offset
+	}
+	return x
+}
+
+// add appends e.
+func (x *entries) add(e *event) {
+	x.events = append(x.events, e)
+	x.keys = append(x.keys, e.orderKey())
+	x.offsets = append(x.offsets, e.offset)
+}
+
+// from returns the entries from the i-th on.
+func (x entries) from(i int) entries {
+	return entries{x.events[i:], x.keys[i:], x.offsets[i:]}
+}
+
+// search returns the index of the first entry at or above offset.
+func (x entries) search(offset int64) int {
+	i, _ := slices.BinarySearch(x.offsets, offset)
+	return i
+}
+
+// then returns x followed by y, in new arrays.
+func (x entries) then(y entries) entries {
+	return entries{
+		events:  append(x.events[:len(x.events):len(x.events)], y.events...),
+		keys:    append(x.keys[:len(x.keys):len(x.keys)], y.keys...),
+		offsets: append(x.offsets[:len(x.offsets):len(x.offsets)], y.offsets...),
+	}
 }
 
 // stats reports how many events and systems memory holds.

@@ -59,13 +59,12 @@ func advanceCursor(cursor map[sysPart]int64, next []position) {
 
 // source is one system-partition's events to merge, oldest first.
 type source struct {
-	key    sysPart
-	events []*event
-	keys   []orderKey // keys[i] is events[i].orderKey()
-	// next is the position after the last event the current batch of the
-	// merge took from this source, 0 while it took none; done is the same
-	// over every batch.
-	next, done int64
+	key sysPart
+	entries
+	// inOrder: the source's events, and every later event of its
+	// partition, are in delivery order by offset, so the merge may place
+	// them by offset (see partRun).
+	inOrder bool
 }
 
 // backlog is a piece of a read memory cannot serve: the system's events in
@@ -82,7 +81,7 @@ type backlog struct {
 func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int64, limit, maxBytes int) (readResult, error) {
 	var res readResult
 	var gapNext map[sysPart]int64 // positions after gaps, rare
-	var srcs []*source
+	var srcs []source
 	var backlogs []backlog
 
 	m := s.mem
@@ -109,8 +108,8 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 		if from < floor {
 			backlogs = append(backlogs, backlog{key: k, from: from, to: floor})
 		}
-		if evs, keys := l.after(max(from, floor)); len(evs) > 0 {
-			srcs = append(srcs, &source{key: k, events: evs, keys: keys})
+		if x := l.after(max(from, floor)); len(x.events) > 0 {
+			srcs = append(srcs, source{key: k, entries: x, inOrder: ps.orderedFrom <= x.offsets[0]})
 		}
 	})
 	m.mu.RUnlock()
@@ -124,15 +123,16 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 			continue
 		}
 		merged := false
-		for _, src := range srcs {
-			if src.key == b.key {
-				src.events = append(evs, src.events...)
-				src.keys = append(keysOf(evs), src.keys...)
+		for i := range srcs {
+			if src := &srcs[i]; src.key == b.key {
+				src.entries = entriesOf(evs).then(src.entries)
+				// Events read from Kafka have no arrival order.
+				src.inOrder = false
 				merged = true
 			}
 		}
 		if !merged {
-			srcs = append(srcs, &source{key: b.key, events: evs, keys: keysOf(evs)})
+			srcs = append(srcs, source{key: b.key, entries: entriesOf(evs)})
 		}
 	}
 
@@ -154,47 +154,6 @@ func readMore(rest *mergeTree, limit, maxBytes int) readResult {
 	var res readResult
 	res.merge(rest, limit, maxBytes)
 	return res
-}
-
-// merge takes events from t, oldest first, up to limit of them and about
-// maxBytes of killmail JSON (always at least one), and records the position
-// after each source's last one taken.
-func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
-	avail := 0
-	for _, src := range t.srcs {
-		src.next = 0
-		avail += len(src.events)
-	}
-	// Sized once: growing the result event by event was a tenth of a long
-	// read.
-	res.events = make([]*event, 0, min(avail, limit))
-	size := 0
-	for !t.empty() {
-		w := t.losers[0]
-		src := t.srcs[w]
-		e := src.events[0]
-		if len(res.events) >= limit || (len(res.events) > 0 && size+len(e.json) > maxBytes) {
-			res.more = true
-			res.rest = t
-			break
-		}
-		res.events = append(res.events, e)
-		size += len(e.json)
-		src.next = e.offset + 1
-		src.done = src.next
-		t.advance(w)
-	}
-	// One position per source rather than one per event, which was a
-	// quarter of a long read.
-	res.next = make([]position, 0, min(len(t.srcs), len(res.events)))
-	for _, src := range t.srcs {
-		if src.next > 0 {
-			res.next = append(res.next, position{src.key, src.next})
-		}
-	}
-	if !res.more {
-		res.cursor = t.final()
-	}
 }
 
 // eachSysPartLocked calls fn for every partition of each system that memory
@@ -257,138 +216,6 @@ func (m *memory) unseenLocked(systems []int64, pos map[sysPart]int64) map[int64]
 		}
 	}
 	return out
-}
-
-// mergeTree merges sources by delivery order (event.before): a tournament
-// tree of losers. Taking an event replays one path from a leaf to the
-// root, one comparison per level, where a binary heap's sift makes two; and
-// each leaf carries its source's first event's order key, so comparisons
-// read the tree's own arrays rather than following pointers into events
-// spread over memory. The merge is most of the cost of a stream following
-// a thousand systems as it catches up.
-type mergeTree struct {
-	srcs []*source
-	// gaps holds the position after each gap the read found (rare): a
-	// system-partition the merge delivers from is past it anyway.
-	gaps map[sysPart]int64
-	// heads[i] is srcs[i]'s first event's key, or not live once srcs[i]
-	// is exhausted (it then sorts last).
-	heads []mergeHead
-	// losers[n], for an internal node n ≥ 1, is the leaf that lost the
-	// match played there; losers[0] is the overall winner. Node n's
-	// children are 2n and 2n+1; leaf i is node len(srcs)+i.
-	losers []int
-}
-
-// mergeHead is a source's first event's order key.
-type mergeHead struct {
-	orderKey
-	live bool
-}
-
-// headOf returns src's key; src has events.
-func headOf(src *source) mergeHead {
-	return mergeHead{orderKey: src.keys[0], live: true}
-}
-
-// newMergeTree starts a merge of srcs, whose reads found gaps (nil for
-// none).
-func newMergeTree(srcs []*source, gaps map[sysPart]int64) *mergeTree {
-	k := len(srcs)
-	t := &mergeTree{srcs: srcs, gaps: gaps, heads: make([]mergeHead, k), losers: make([]int, max(k, 1))}
-	if k == 0 {
-		return t
-	}
-	for i, src := range srcs {
-		t.heads[i] = headOf(src)
-	}
-	// Play every match bottom-up, keeping each one's winner to play on.
-	winners := make([]int, 2*k)
-	for i := range k {
-		winners[k+i] = i
-	}
-	for n := k - 1; n >= 1; n-- {
-		a, b := winners[2*n], winners[2*n+1]
-		if t.less(b, a) {
-			a, b = b, a
-		}
-		winners[n], t.losers[n] = a, b
-	}
-	t.losers[0] = winners[1]
-	return t
-}
-
-// gapPositions returns the positions after the gaps of the system-
-// partitions the merge has delivered nothing from yet.
-func (t *mergeTree) gapPositions() []position {
-	if len(t.gaps) == 0 {
-		return nil
-	}
-	delivered := make(map[sysPart]bool, len(t.srcs))
-	for _, src := range t.srcs {
-		if src.done > 0 {
-			delivered[src.key] = true
-		}
-	}
-	var out []position
-	for k, o := range t.gaps {
-		if !delivered[k] {
-			out = append(out, position{k, o})
-		}
-	}
-	return out
-}
-
-// final returns the positions after everything the merge delivered, over
-// all its batches, and after its gaps.
-func (t *mergeTree) final() []position {
-	out := make([]position, 0, len(t.srcs)+len(t.gaps))
-	for _, src := range t.srcs {
-		if src.done > 0 {
-			out = append(out, position{src.key, src.done})
-		}
-	}
-	return append(out, t.gapPositions()...)
-}
-
-// empty reports whether every source is exhausted.
-func (t *mergeTree) empty() bool {
-	return len(t.heads) == 0 || !t.heads[t.losers[0]].live
-}
-
-// less orders leaves i and j by their first events, exhausted ones last.
-func (t *mergeTree) less(i, j int) bool {
-	a, b := &t.heads[i], &t.heads[j]
-	switch {
-	case !b.live:
-		return a.live
-	case !a.live:
-		return false
-	// orderKey.less, written out: its equality test first cost a tenth of
-	// a 1,000-system merge.
-	case a.timeMS != b.timeMS:
-		return a.timeMS < b.timeMS
-	case a.seq != b.seq:
-		return a.seq < b.seq
-	}
-	return t.srcs[i].events[0].before(t.srcs[j].events[0])
-}
-
-// advance drops leaf w's first event, w having won, and replays its path.
-func (t *mergeTree) advance(w int) {
-	src := t.srcs[w]
-	src.keys = src.keys[1:]
-	if src.events = src.events[1:]; len(src.events) == 0 {
-		t.heads[w] = mergeHead{}
-	} else {
-		t.heads[w] = headOf(src)
-	}
-	for n := (w + len(t.srcs)) / 2; n >= 1; n /= 2 {
-		if l := t.losers[n]; t.less(l, w) {
-			t.losers[n], w = w, l
-		}
-	}
-	t.losers[0] = w
 }
 
 // readKafka reads a system's events in [b.from, b.to) from Kafka: the rare

@@ -1,0 +1,361 @@
+package feedsvc
+
+// merge takes events from t, oldest first, up to limit of them and about
+// maxBytes of killmail JSON (always at least one), and records the position
+// after each source's last one taken.
+//
+// Its cost is the batch's, not the merge's width: it visits only the
+// sources the batch takes from. Walking all of a 1,000-system stream's
+// sources twice per 500-event batch was four visits per event, each a
+// cache miss once sending the batch had streamed its killmails through
+// the cache.
+func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
+	for _, si := range t.taken {
+		t.took[si].next = 0
+	}
+	t.taken = t.taken[:0]
+	// Sized once: growing the result event by event was a tenth of a long
+	// read.
+	res.events = make([]*event, 0, min(t.left, limit))
+	size := 0
+	for !t.empty() {
+		w := t.losers[0]
+		l := &t.leaves[w]
+		e := l.events[0]
+		if len(res.events) >= limit || (len(res.events) > 0 && size+len(e.json) > maxBytes) {
+			res.more = true
+			res.rest = t
+			break
+		}
+		res.events = append(res.events, e)
+		size += len(e.json)
+		took := &t.took[l.source()]
+		if took.next == 0 {
+			t.taken = append(t.taken, l.source())
+		}
+		took.next = e.offset + 1
+		took.done = took.next
+		t.advance(w)
+	}
+	// One position per source rather than one per event, which was a
+	// quarter of a long read.
+	res.next = make([]position, 0, len(t.taken))
+	for _, si := range t.taken {
+		res.next = append(res.next, position{t.srcs[si].key, t.took[si].next})
+	}
+	if !res.more {
+		res.cursor = t.final()
+	}
+}
+
+const (
+	// minRunSources is how many of a merge's sources one partition must
+	// hold for them to be merged as a run (see partRun): below it, a few
+	// more levels of the tree cost less than placing.
+	minRunSources = 16
+	// maxRunSpan bounds the offsets a run places at a time: a merge's
+	// slots take 32 B each.
+	maxRunSpan = 8192
+)
+
+// runSpan returns how many offsets at a time a run of k sources should
+// place, which hold n events between offsets lo and hi; or 0 if the tree
+// merges them for less.
+//
+// A span visits each of the run's sources once and reads each of its slots
+// once: it is sized to place about eight events per source, and a run is
+// not worth it when a span would place fewer than two per source or the
+// events are so sparse that slots outnumber them 64 to one.
+func runSpan(k, n int, lo, hi int64) int {
+	width := hi - lo + 1
+	if k < minRunSources || width > 64*int64(n) {
+		return 0
+	}
+	span := min(int64(8*k)*width/int64(n), maxRunSpan)
+	if int64(n)*span/width < int64(2*k) {
+		return 0
+	}
+	return int(span)
+}
+
+// mergeTree merges sources by delivery order (event.before): a tournament
+// tree of losers whose leaves are the sources, except that the sources on
+// one partition whose events are in delivery order by offset share one leaf,
+// a run (see partRun).
+//
+// Taking an event replays one path from a leaf to the root, one comparison
+// per level, where a binary heap's sift makes two; and each leaf carries
+// its first event's order key, so comparisons read the tree's own arrays
+// rather than following pointers into events spread over memory.
+type mergeTree struct {
+	srcs []source
+	// took[i] is what the merge's batches took from srcs[i]; taken lists
+	// the sources the current batch took from, in the order first taken.
+	// A batch then costs what it takes, not the merge's width.
+	took  []took
+	taken []int32
+	// left counts the events not yet taken.
+	left int
+	// gaps holds the position after each gap the read found (rare): a
+	// system-partition the merge delivers from is past it anyway.
+	gaps   map[sysPart]int64
+	leaves []leaf
+	// heads[i] is leaves[i]'s first event's key, or not live once the
+	// leaf is exhausted (it then sorts last).
+	heads []mergeHead
+	// losers[n], for an internal node n ≥ 1, is the leaf that lost the
+	// match played there; losers[0] is the overall winner. Node n's
+	// children are 2n and 2n+1; leaf i is node len(leaves)+i.
+	losers []int
+	// slots is where runs place events by offset, one run at a time.
+	slots []placed
+}
+
+// took is what a merge took from one source: the position after the last
+// event the current batch took (0 while it took none), and the same over
+// every batch.
+type took struct {
+	next, done int64
+}
+
+// leaf is what the tree merges: one source's events, or a run's next
+// events in delivery order.
+type leaf struct {
+	events []*event
+	keys   []orderKey // keys[i] is events[i].orderKey()
+	// src is the index in mergeTree.srcs of every event's source, for a
+	// leaf of one source; for a run's, srcOf[i] is events[i]'s.
+	src   int32
+	srcOf []int32
+	run   *partRun
+}
+
+// source returns the index of the leaf's first event's source.
+func (l *leaf) source() int32 {
+	if l.run != nil {
+		return l.srcOf[0]
+	}
+	return l.src
+}
+
+// partRun merges the sources of one partition whose events are in delivery
+// order by offset: memory saw the partition's timestamps never go back over
+// them (partState.orderedFrom), and their arrival order is offset order. It
+// places each source's events with offsets in the next span at their
+// offset, then reads the placed ones in order — a few nanoseconds an event
+// however many sources it has, where the tree's replay costs a comparison
+// per level: a stream of 1,000 systems on 16 partitions merges 16 runs,
+// not 1,000 sources.
+type partRun struct {
+	// srcs lists the indices of the run's sources with events not yet
+	// placed.
+	srcs []int32
+	// base is the lowest offset not yet placed; span is how many it
+	// places at a time (runSpan).
+	base int64
+	span int
+	// The placed events, their keys and sources, reused from one span to
+	// the next.
+	events []*event
+	keys   []orderKey
+	srcOf  []int32
+}
+
+// placed is a slot of a run's span: the event at its offset, if any, its
+// key and its source.
+type placed struct {
+	e   *event
+	key orderKey
+	src int32
+}
+
+// mergeHead is a leaf's first event's order key.
+type mergeHead struct {
+	orderKey
+	live bool
+}
+
+// newMergeTree starts a merge of srcs, whose reads found gaps (nil for
+// none).
+func newMergeTree(srcs []source, gaps map[sysPart]int64) *mergeTree {
+	t := &mergeTree{srcs: srcs, gaps: gaps, took: make([]took, len(srcs))}
+	inOrder := map[int32][]int32{} // partition → its sources in offset order
+	for i := range srcs {
+		t.left += len(srcs[i].events)
+		if srcs[i].inOrder {
+			inOrder[srcs[i].key.partition] = append(inOrder[srcs[i].key.partition], int32(i))
+		}
+	}
+	for i := range srcs {
+		if !srcs[i].inOrder {
+			t.leaves = append(t.leaves, leaf{events: srcs[i].events, keys: srcs[i].keys, src: int32(i)})
+		}
+	}
+	for _, ps := range inOrder {
+		n, lo, hi := 0, srcs[ps[0]].offsets[0], int64(0)
+		for _, si := range ps {
+			offs := srcs[si].offsets
+			n += len(offs)
+			lo, hi = min(lo, offs[0]), max(hi, offs[len(offs)-1])
+		}
+		span := runSpan(len(ps), n, lo, hi)
+		if span == 0 {
+			for _, si := range ps {
+				t.leaves = append(t.leaves, leaf{events: srcs[si].events, keys: srcs[si].keys, src: si})
+			}
+			continue
+		}
+		if len(t.slots) < span {
+			t.slots = make([]placed, span)
+		}
+		t.leaves = append(t.leaves, leaf{run: &partRun{srcs: ps, base: lo, span: span}})
+		t.place(&t.leaves[len(t.leaves)-1])
+	}
+
+	k := len(t.leaves)
+	t.heads, t.losers = make([]mergeHead, k), make([]int, max(k, 1))
+	if k == 0 {
+		return t
+	}
+	for i := range t.leaves {
+		t.heads[i] = t.leaves[i].head()
+	}
+	// Play every match bottom-up, keeping each one's winner to play on.
+	winners := make([]int, 2*k)
+	for i := range k {
+		winners[k+i] = i
+	}
+	for n := k - 1; n >= 1; n-- {
+		a, b := winners[2*n], winners[2*n+1]
+		if t.less(b, a) {
+			a, b = b, a
+		}
+		winners[n], t.losers[n] = a, b
+	}
+	t.losers[0] = winners[1]
+	return t
+}
+
+// head returns the leaf's first event's key, or a head that is not live if
+// it is exhausted.
+func (l *leaf) head() mergeHead {
+	if len(l.events) == 0 {
+		return mergeHead{}
+	}
+	return mergeHead{orderKey: l.keys[0], live: true}
+}
+
+// place fills a run's leaf with its next placed events, spans on until it
+// places one or its sources are exhausted.
+//
+// It reads the sources' offsets and keys, not their events: a run's events
+// are spread over memory, and loading each to learn its offset was a cache
+// miss an event.
+func (t *mergeTree) place(l *leaf) {
+	r := l.run
+	evs, keys, srcOf := r.events[:0], r.keys[:0], r.srcOf[:0]
+	for len(evs) == 0 && len(r.srcs) > 0 {
+		end := r.base + int64(r.span)
+		next := int64(-1) // the lowest offset left after this span
+		live := r.srcs[:0]
+		for _, si := range r.srcs {
+			src := &t.srcs[si]
+			i := 0
+			for ; i < len(src.offsets) && src.offsets[i] < end; i++ {
+				t.slots[src.offsets[i]-r.base] = placed{src.events[i], src.keys[i], si}
+			}
+			if src.entries = src.from(i); len(src.offsets) > 0 {
+				live = append(live, si)
+				if o := src.offsets[0]; next < 0 || o < next {
+					next = o
+				}
+			}
+		}
+		r.srcs = live
+		for i, p := range t.slots[:r.span] {
+			if p.e != nil {
+				evs, keys, srcOf = append(evs, p.e), append(keys, p.key), append(srcOf, p.src)
+				t.slots[i] = placed{}
+			}
+		}
+		// Skip offsets none of the run's sources has.
+		r.base = max(end, next)
+	}
+	r.events, r.keys, r.srcOf = evs, keys, srcOf
+	l.events, l.keys, l.srcOf = evs, keys, srcOf
+}
+
+// gapPositions returns the positions after the gaps of the system-
+// partitions the merge has delivered nothing from yet.
+func (t *mergeTree) gapPositions() []position {
+	if len(t.gaps) == 0 {
+		return nil
+	}
+	delivered := make(map[sysPart]bool, len(t.srcs))
+	for i, src := range t.srcs {
+		if t.took[i].done > 0 {
+			delivered[src.key] = true
+		}
+	}
+	var out []position
+	for k, o := range t.gaps {
+		if !delivered[k] {
+			out = append(out, position{k, o})
+		}
+	}
+	return out
+}
+
+// final returns the positions after everything the merge delivered, over
+// all its batches, and after its gaps.
+func (t *mergeTree) final() []position {
+	out := make([]position, 0, len(t.srcs)+len(t.gaps))
+	for i, src := range t.srcs {
+		if done := t.took[i].done; done > 0 {
+			out = append(out, position{src.key, done})
+		}
+	}
+	return append(out, t.gapPositions()...)
+}
+
+// empty reports whether every source is exhausted.
+func (t *mergeTree) empty() bool {
+	return len(t.heads) == 0 || !t.heads[t.losers[0]].live
+}
+
+// less orders leaves i and j by their first events, exhausted ones last.
+func (t *mergeTree) less(i, j int) bool {
+	a, b := &t.heads[i], &t.heads[j]
+	switch {
+	case !b.live:
+		return a.live
+	case !a.live:
+		return false
+	// orderKey.less, written out: its equality test first cost a tenth of
+	// a 1,000-system merge.
+	case a.timeMS != b.timeMS:
+		return a.timeMS < b.timeMS
+	case a.seq != b.seq:
+		return a.seq < b.seq
+	}
+	return t.leaves[i].events[0].before(t.leaves[j].events[0])
+}
+
+// advance drops leaf w's first event, w having won, and replays its path.
+func (t *mergeTree) advance(w int) {
+	t.left--
+	l := &t.leaves[w]
+	l.events, l.keys = l.events[1:], l.keys[1:]
+	if l.run != nil {
+		if l.srcOf = l.srcOf[1:]; len(l.events) == 0 {
+			t.place(l)
+		}
+	}
+	t.heads[w] = l.head()
+	for n := (w + len(t.leaves)) / 2; n >= 1; n /= 2 {
+		if o := t.losers[n]; t.less(o, w) {
+			t.losers[n], w = w, o
+		}
+	}
+	t.losers[0] = w
+}
