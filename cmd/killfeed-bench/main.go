@@ -180,7 +180,7 @@ type sizes struct {
 var fullSizes = sizes{
 	pollEvents: []int{10_000, 100_000, 1_000_000}, pollSystems: 5000, pollFollow: 10, pollBudget: 2 * time.Second,
 	latencyStreams: []int{1, 100, 10_000}, latencyFollow: 10, latencyRate: 100, latencyFor: 20 * time.Second, perConn: 100,
-	fillSystems: 100, fillPerSystem: 1000, filterEvents: 100_000, filterSystems: 1000, filterRounds: 21, rawReads: 3,
+	fillSystems: 100, fillPerSystem: 1000, filterEvents: 100_000, filterSystems: 1000, filterRounds: 41, rawReads: 3,
 	filterStreams: 50, filterRate: 400, filterFor: 4 * time.Second, filterLiveRounds: 3,
 	rebuildClients: 10_000, rebuildSystems: 100, rebuildRuns: 3,
 }

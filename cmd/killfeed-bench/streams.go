@@ -247,10 +247,11 @@ func (r *runner) backfill(ctx context.Context) error {
 				Killfeed:  bench.FormatRate(median(manyRates)),
 				Reference: "1 system " + bench.FormatRate(median(oneRates)),
 				Ratio:     fmt.Sprintf("%.0f%%", 100*ratio),
-				Note: fmt.Sprintf("gRPC catch-up of %s events, in %s systems or in 1; ratio = median of %d rounds' ratios (rounds' quartiles %.0f%%–%.0f%%), rates = medians; service CPU %s per event against %s",
+				Note: fmt.Sprintf("gRPC catch-up of %s events, in %s systems or in 1; ratio = median of %d rounds' ratios (rounds' quartiles %.0f%%–%.0f%%), rates = medians; service CPU %s per event against %s (the rate a core sustains: %.0f%%)",
 					bench.FormatCount(want), bench.FormatCount(int64(len(groupC))), sz.filterRounds,
 					100*quantile(ratios, 0.25), 100*quantile(ratios, 0.75),
-					bench.FormatDuration(time.Duration(median(manyCPU))), bench.FormatDuration(time.Duration(median(oneCPU)))),
+					bench.FormatDuration(time.Duration(median(manyCPU))), bench.FormatDuration(time.Duration(median(oneCPU))),
+					100*median(oneCPU)/median(manyCPU)),
 			}
 			if identity {
 				row.Target, row.Met = fmt.Sprintf("≥%.0f%%", 100*filterTarget), met(ratio >= filterTarget)
