@@ -124,16 +124,16 @@ type leaf struct {
 	events []*event
 	keys   []orderKey // keys[i] is events[i].orderKey()
 	// src is the index in mergeTree.srcs of every event's source, for a
-	// leaf of one source; for a run's, srcOf[i] is events[i]'s.
-	src   int32
-	srcOf []int32
-	run   *partRun
+	// leaf of one source; a run's leaf's events are the tail of its
+	// placed events, whose sources it keeps.
+	src int32
+	run *partRun
 }
 
 // source returns the index of the leaf's first event's source.
 func (l *leaf) source() int32 {
-	if l.run != nil {
-		return l.srcOf[0]
+	if r := l.run; r != nil {
+		return r.srcOf[len(r.srcOf)-len(l.events)]
 	}
 	return l.src
 }
@@ -178,16 +178,24 @@ type mergeHead struct {
 // newMergeTree starts a merge of srcs, whose reads found gaps (nil for
 // none).
 func newMergeTree(srcs []source, gaps map[sysPart]int64) *mergeTree {
-	t := &mergeTree{srcs: srcs, gaps: gaps, took: make([]took, len(srcs))}
-	inOrder := map[int32][]int32{} // partition → its sources in offset order
+	t := &mergeTree{srcs: srcs, gaps: gaps, took: make([]took, len(srcs)), taken: make([]int32, 0, len(srcs)), leaves: make([]leaf, 0, len(srcs))}
 	for i := range srcs {
 		t.left += len(srcs[i].events)
-		if srcs[i].inOrder {
-			inOrder[srcs[i].key.partition] = append(inOrder[srcs[i].key.partition], int32(i))
+	}
+	// Only a merge of many sources can hold enough of one partition for a
+	// run; a Poll of a few systems skips grouping them, which cost it a
+	// map and a slice per partition.
+	var inOrder map[int32][]int32 // partition → its sources in offset order
+	if len(srcs) >= minRunSources {
+		inOrder = map[int32][]int32{}
+		for i := range srcs {
+			if srcs[i].inOrder {
+				inOrder[srcs[i].key.partition] = append(inOrder[srcs[i].key.partition], int32(i))
+			}
 		}
 	}
 	for i := range srcs {
-		if !srcs[i].inOrder {
+		if inOrder == nil || !srcs[i].inOrder {
 			t.leaves = append(t.leaves, leaf{events: srcs[i].events, keys: srcs[i].keys, src: int32(i)})
 		}
 	}
@@ -282,7 +290,7 @@ func (t *mergeTree) place(l *leaf) {
 		r.base = max(end, next)
 	}
 	r.events, r.keys, r.srcOf = evs, keys, srcOf
-	l.events, l.keys, l.srcOf = evs, keys, srcOf
+	l.events, l.keys = evs, keys
 }
 
 // gapPositions returns the positions after the gaps of the system-
@@ -346,10 +354,8 @@ func (t *mergeTree) advance(w int) {
 	t.left--
 	l := &t.leaves[w]
 	l.events, l.keys = l.events[1:], l.keys[1:]
-	if l.run != nil {
-		if l.srcOf = l.srcOf[1:]; len(l.events) == 0 {
-			t.place(l)
-		}
+	if l.run != nil && len(l.events) == 0 {
+		t.place(l)
 	}
 	t.heads[w] = l.head()
 	for n := (w + len(t.leaves)) / 2; n >= 1; n /= 2 {
