@@ -81,10 +81,7 @@ type backlog struct {
 func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int64, limit, maxBytes int) (readResult, error) {
 	var res readResult
 	var gapNext map[sysPart]int64 // positions after gaps, rare
-	// Sized once: a source is about 100 bytes, and growing the slice
-	// source by source allocated three times what a Poll of ten systems
-	// needs.
-	srcs := make([]source, 0, len(systems))
+	var srcs []source
 	var backlogs []backlog
 
 	m := s.mem
@@ -112,6 +109,13 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 			backlogs = append(backlogs, backlog{key: k, from: from, to: floor})
 		}
 		if x := l.after(max(from, floor)); len(x.events) > 0 {
+			if srcs == nil {
+				// Sized once, and only when there is something to read
+				// (a caught-up Poll has nothing): a source is about 100
+				// bytes, and growing the slice source by source allocated
+				// three times what a Poll of ten systems needs.
+				srcs = make([]source, 0, len(systems))
+			}
 			srcs = append(srcs, source{key: k, entries: x, inOrder: ps.orderedFrom <= x.offsets[0]})
 		}
 	})
