@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/killfeed/killfeed/internal/killmail"
 	killfeedv1 "github.com/killfeed/killfeed/proto/killfeed/v1"
 )
 
@@ -140,6 +141,65 @@ func TestClientBehindMemoryIsServedFromKafka(t *testing.T) {
 	got = killmailIDs(t, poll(t, c, "new", jita).Events)
 	if !slices.Equal(got, append([]int64{first}, want...)) {
 		t.Fatalf("new client got %v", got)
+	}
+}
+
+// A client of many systems on one partition, one of them so busy that its
+// older events are only in Kafka: the merge then combines a run (the
+// partition's other systems, placed by offset) with a source read from
+// Kafka, and the client still gets every event once, in ingest order.
+func TestManySystemsWithOneBehindMemoryKeepIngestOrder(t *testing.T) {
+	e := newTestEnv(t, Options{MaxEventsPerSystem: 3})
+	// Find minRunSources+1 systems whose killmails share a partition.
+	byPart := map[int32][]int64{}
+	var systems []int64
+	for sys := int64(30_000_001); len(systems) == 0; sys++ {
+		if sys > 30_000_200 {
+			t.Fatal("no partition got enough systems")
+		}
+		r := e.produceRaw(killmail.Key(sys), e.newKillmail(sys))
+		if byPart[r.Partition] = append(byPart[r.Partition], sys); len(byPart[r.Partition]) > minRunSources {
+			systems = byPart[r.Partition]
+		}
+	}
+	busy, quiet := systems[0], systems[1:]
+	c := e.client(h2cClient())
+	poll(t, c, "many", systems...) // positions after the events above
+
+	// Distinct timestamps, so that ingest order is the delivery order even
+	// for events read back from Kafka, which have no arrival order.
+	var want []int64
+	produce := func(sys int64) {
+		time.Sleep(2 * time.Millisecond)
+		want = append(want, killmailID(t, e.produce(sys)))
+	}
+	for i, sys := range quiet {
+		produce(sys)
+		if i%2 == 0 {
+			produce(busy) // 8 events: memory keeps the last 3
+		}
+	}
+
+	// The read that Poll makes, stopped after one event to see its merge.
+	res, err := e.svc.read(context.Background(), systems, e.svc.positions("many", systems), 1, e.svc.opts.MaxResponseBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, fromKafka := 0, 0
+	for _, l := range res.rest.leaves {
+		if l.run != nil {
+			runs++
+		} else if l.keys[0].seq == 0 { // read from Kafka: no arrival
+			fromKafka++
+		}
+	}
+	if runs != 1 || fromKafka != 1 {
+		t.Fatalf("the merge has %d runs and %d leaves read from Kafka, want 1 and 1", runs, fromKafka)
+	}
+
+	got := killmailIDs(t, poll(t, c, "many", systems...).Events)
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v\nwant %v (ingest order)", got, want)
 	}
 }
 

@@ -29,9 +29,10 @@ func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
 		}
 		res.events = append(res.events, e)
 		size += len(e.json)
-		took := &t.took[l.source()]
+		si := l.source()
+		took := &t.took[si]
 		if took.next == 0 {
-			t.taken = append(t.taken, l.source())
+			t.taken = append(t.taken, si)
 		}
 		took.next = e.offset + 1
 		took.done = took.next
@@ -142,10 +143,10 @@ func (l *leaf) source() int32 {
 // order by offset: memory saw the partition's timestamps never go back over
 // them (partState.orderedFrom), and their arrival order is offset order. It
 // places each source's events with offsets in the next span at their
-// offset, then reads the placed ones in order — a few nanoseconds an event
-// however many sources it has, where the tree's replay costs a comparison
-// per level: a stream of 1,000 systems on 16 partitions merges 16 runs,
-// not 1,000 sources.
+// offset, then reads the placed ones in order: its cost per event does not
+// grow with its sources, where the tree's replay costs a comparison per
+// level. A stream of 1,000 systems on 16 partitions merges 16 runs, not
+// 1,000 sources.
 type partRun struct {
 	// srcs lists the indices of the run's sources with events not yet
 	// placed.
@@ -196,7 +197,7 @@ func newMergeTree(srcs []source, gaps map[sysPart]int64) *mergeTree {
 	}
 	for i := range srcs {
 		if inOrder == nil || !srcs[i].inOrder {
-			t.leaves = append(t.leaves, leaf{events: srcs[i].events, keys: srcs[i].keys, src: int32(i)})
+			t.leaves = append(t.leaves, t.sourceLeaf(int32(i)))
 		}
 	}
 	for _, ps := range inOrder {
@@ -209,7 +210,7 @@ func newMergeTree(srcs []source, gaps map[sysPart]int64) *mergeTree {
 		span := runSpan(len(ps), n, lo, hi)
 		if span == 0 {
 			for _, si := range ps {
-				t.leaves = append(t.leaves, leaf{events: srcs[si].events, keys: srcs[si].keys, src: si})
+				t.leaves = append(t.leaves, t.sourceLeaf(si))
 			}
 			continue
 		}
@@ -242,6 +243,11 @@ func newMergeTree(srcs []source, gaps map[sysPart]int64) *mergeTree {
 	}
 	t.losers[0] = winners[1]
 	return t
+}
+
+// sourceLeaf returns the leaf of srcs[si] alone.
+func (t *mergeTree) sourceLeaf(si int32) leaf {
+	return leaf{events: t.srcs[si].events, keys: t.srcs[si].keys, src: si}
 }
 
 // head returns the leaf's first event's key, or a head that is not live if

@@ -144,9 +144,9 @@ func TestReadMergesInDeliveryOrder(t *testing.T) {
 }
 
 // memoryService returns a service without Kafka whose memory holds, at most
-// maxPerSystem per system, the events fill adds, in the order added (each
-// partition's offsets counting from 0): what the in-process tests and
-// benchmarks of read and readMore run against.
+// maxPerSystem per system, the events fill adds, in the order added and at
+// the offsets fill gives them: what the in-process tests and benchmarks of
+// read and readMore run against.
 func memoryService(maxPerSystem int, fill func(add func(*event))) *Service {
 	s := &Service{opts: Options{}.withDefaults(), mem: newMemory(maxPerSystem)}
 	s.mem.mu.Lock()
