@@ -149,14 +149,19 @@ func (m *memory) advanceLogStart(p int32, logStart int64) int {
 }
 
 // lostBetween counts the system's events that were removed in [from, to),
-// or returns 0 when memory cannot know.
-func (l *sysLog) lostBetween(from, to int64) int64 {
-	if l == nil || from < l.removedKnownFrom {
-		return 0
+// and says whether the count is exact. l is nil when memory has never seen
+// the system on ps's partition, which had none of its events from
+// ps.loadStart on.
+func (l *sysLog) lostBetween(ps *partState, from, to int64) (lost int64, exact bool) {
+	if l == nil {
+		return 0, from >= ps.loadStart
+	}
+	if from < l.removedKnownFrom {
+		return 0, false
 	}
 	lo := sort.Search(len(l.removed), func(i int) bool { return l.removed[i] >= from })
 	hi := sort.Search(len(l.removed), func(i int) bool { return l.removed[i] >= to })
-	return int64(hi - lo)
+	return int64(hi - lo), true
 }
 
 // after returns the entries of l at or above offset from.

@@ -97,9 +97,10 @@ type mergeTree struct {
 	taken []int32
 	// left counts the events not yet taken.
 	left int
-	// gaps holds the position after each gap the read found (rare): a
-	// system-partition the merge delivers from is past it anyway.
-	gaps   map[sysPart]int64
+	// skips holds the position past the records retention removed ahead
+	// of a client (rare), a gap or not: a system-partition the merge
+	// delivers from is past it anyway.
+	skips  map[sysPart]int64
 	leaves []leaf
 	// heads[i] is leaves[i]'s first event's key, or not live once the
 	// leaf is exhausted (it then sorts last).
@@ -176,10 +177,10 @@ type mergeHead struct {
 	live bool
 }
 
-// newMergeTree starts a merge of srcs, whose reads found gaps (nil for
-// none).
-func newMergeTree(srcs []source, gaps map[sysPart]int64) *mergeTree {
-	t := &mergeTree{srcs: srcs, gaps: gaps, took: make([]took, len(srcs)), taken: make([]int32, 0, len(srcs)), leaves: make([]leaf, 0, len(srcs))}
+// newMergeTree starts a merge of srcs; skips holds the positions the read
+// moved past removed records (nil for none).
+func newMergeTree(srcs []source, skips map[sysPart]int64) *mergeTree {
+	t := &mergeTree{srcs: srcs, skips: skips, took: make([]took, len(srcs)), taken: make([]int32, 0, len(srcs)), leaves: make([]leaf, 0, len(srcs))}
 	for i := range srcs {
 		t.left += len(srcs[i].events)
 	}
@@ -299,10 +300,10 @@ func (t *mergeTree) place(l *leaf) {
 	l.events, l.keys = evs, keys
 }
 
-// gapPositions returns the positions after the gaps of the system-
+// skipPositions returns the positions past removed records of the system-
 // partitions the merge has delivered nothing from yet.
-func (t *mergeTree) gapPositions() []position {
-	if len(t.gaps) == 0 {
+func (t *mergeTree) skipPositions() []position {
+	if len(t.skips) == 0 {
 		return nil
 	}
 	delivered := make(map[sysPart]bool, len(t.srcs))
@@ -312,7 +313,7 @@ func (t *mergeTree) gapPositions() []position {
 		}
 	}
 	var out []position
-	for k, o := range t.gaps {
+	for k, o := range t.skips {
 		if !delivered[k] {
 			out = append(out, position{k, o})
 		}
@@ -321,15 +322,15 @@ func (t *mergeTree) gapPositions() []position {
 }
 
 // final returns the positions after everything the merge delivered, over
-// all its batches, and after its gaps.
+// all its batches, and past the removed records it skipped.
 func (t *mergeTree) final() []position {
-	out := make([]position, 0, len(t.srcs)+len(t.gaps))
+	out := make([]position, 0, len(t.srcs)+len(t.skips))
 	for i, src := range t.srcs {
 		if done := t.took[i].done; done > 0 {
 			out = append(out, position{src.key, done})
 		}
 	}
-	return append(out, t.gapPositions()...)
+	return append(out, t.skipPositions()...)
 }
 
 // empty reports whether every source is exhausted.

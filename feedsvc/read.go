@@ -80,7 +80,7 @@ type backlog struct {
 // events returned, not with what memory holds.
 func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int64, limit, maxBytes int) (readResult, error) {
 	var res readResult
-	var gapNext map[sysPart]int64 // positions after gaps, rare
+	var skips map[sysPart]int64 // positions moved past removed records, rare
 	var srcs []source
 	var backlogs []backlog
 
@@ -94,12 +94,19 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 			from = ps.logStart
 		}
 		if from < ps.logStart {
-			res.gaps = append(res.gaps, gap{system: sys, partition: p, from: from, to: ps.logStart, lost: l.lostBetween(from, ps.logStart)})
-			from = ps.logStart
-			if gapNext == nil {
-				gapNext = map[sysPart]int64{}
+			// Retention removed records past the client's position. Only
+			// the system's own events are a loss to it: a caught-up
+			// client of a quiet system, whose position the other
+			// systems' removed records passed, was told of a loss of
+			// unknown size after every retention step.
+			if lost, exact := l.lostBetween(ps, from, ps.logStart); lost > 0 || !exact {
+				res.gaps = append(res.gaps, gap{system: sys, partition: p, from: from, to: ps.logStart, lost: lost})
 			}
-			gapNext[k] = from
+			from = ps.logStart
+			if skips == nil {
+				skips = map[sysPart]int64{}
+			}
+			skips[k] = from
 		}
 		floor := ps.loadStart
 		if l != nil {
@@ -143,11 +150,11 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 		}
 	}
 
-	t := newMergeTree(srcs, gapNext)
+	t := newMergeTree(srcs, skips)
 	res.merge(t, limit, maxBytes)
-	// The first batch also moves past the gaps: it is the one that tells
-	// the client of them.
-	res.next = append(res.next, t.gapPositions()...)
+	// The first batch also moves past removed records: it is the one
+	// that tells the client of a loss among them.
+	res.next = append(res.next, t.skipPositions()...)
 	return res, nil
 }
 

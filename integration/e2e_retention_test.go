@@ -22,7 +22,8 @@ import (
 // loss once, per system, as a gap from the client's position to the oldest
 // retained event with the number of killmails lost, and the client then
 // continues from the oldest retained event. A client that never read the
-// systems is owed nothing and is told of no loss.
+// systems, or had read all of their killmails that were deleted, is owed
+// nothing and is told of no loss.
 func TestE2ERetentionReportsLoss(t *testing.T) {
 	t.Parallel()
 	topic := newKillmailsTopic(t, 2)
@@ -31,8 +32,10 @@ func TestE2ERetentionReportsLoss(t *testing.T) {
 	adm := newAdmin(t)
 	systems := []int64{jita, amarr}
 	nextID := int64(600_000_000)
+	produced := 0
 	produce := func(sys int64, n int) {
 		for range n {
+			produced++
 			nextID++
 			produceRecords(t, cl, keyed(topic, sys, testKillmail(nextID, sys)))
 		}
@@ -54,8 +57,22 @@ func TestE2ERetentionReportsLoss(t *testing.T) {
 	// Then Kafka's retention deletes what came next, unread.
 	produce(jita, 3)
 	produce(amarr, 2)
-	lostAll := readTopic(t, topic, 7)
 	waitServed(t, f, systems, 7)
+	// Except by one client, which reads everything first: retention then
+	// removes only what it read, and other systems' killmails after its
+	// positions, on both partitions. That is no loss to it.
+	if res, err := f.rpcPoller(grpcH2C).Poll(testContext(t), "caught-up", systems, 0, killfeedv1.CommitMode_COMMIT_MODE_AUTO); err != nil || len(res.Events) != 7 {
+		t.Fatalf("caught-up: Poll before retention: %d events, %v", len(res.Events), err)
+	}
+	others := map[int32]bool{}
+	for sys := int64(30_000_200); len(others) < 2; sys++ {
+		nextID++
+		r := keyed(topic, sys, testKillmail(nextID, sys))
+		produceRecords(t, cl, r)
+		others[r.Partition] = true
+		produced++
+	}
+	lostAll := readTopic(t, topic, produced)
 	ends := endOffsets(t, adm, topic)
 	setTopicConfig(t, adm, topic, "retention.ms", "1")
 	eventually(t, time.Minute, "retention deleting the topic's records", func() error {
@@ -135,6 +152,13 @@ func TestE2ERetentionReportsLoss(t *testing.T) {
 	evs, gaps := s.untilBackfillDone(t, 30*time.Second)
 	checkGaps("Subscribe", gaps)
 	checkExactlyOnce(t, "Subscribe after the loss", evs, retained)
+
+	// The caught-up client is told of no loss.
+	caughtUp, err := f.rpcPoller(connectJSON).Poll(testContext(t), "caught-up", systems, 0, killfeedv1.CommitMode_COMMIT_MODE_AUTO)
+	if err != nil || len(caughtUp.Gaps) != 0 {
+		t.Errorf("caught-up: gaps %v, %v; want none (retention removed only what it had read)", caughtUp.Gaps, err)
+	}
+	checkExactlyOnce(t, "caught-up", caughtUp.Events, retained)
 
 	// A newcomer is owed nothing that was deleted.
 	res, err := f.rpcPoller(connectJSON).Poll(testContext(t), "newcomer", systems, 0, killfeedv1.CommitMode_COMMIT_MODE_AUTO)
