@@ -68,3 +68,45 @@ func BenchmarkCatchUp(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWakeUp measures the read a live stream of 1,000 systems makes
+// when the tail wakes it for one system with one new event: the stream's
+// cursor holds a position for each of its systems, on 16 partitions.
+// "every-position" is the read a stream's first read makes (read), which
+// also looks for positions on partitions memory has not seen a system on;
+// "seen-partitions" is the wake-up's (readNew).
+func BenchmarkWakeUp(b *testing.B) {
+	const (
+		systems    = 1000
+		partitions = 16
+		perSystem  = 10
+	)
+	cursor := map[sysPart]int64{}
+	s := memoryService(1000, func(add func(*event)) {
+		next := make([]int64, partitions)
+		for i := range systems * perSystem {
+			sys := int64(30_000_001 + i%systems)
+			p := int32(sys % partitions)
+			add(&event{system: sys, partition: p, offset: next[p], timeMS: int64(i), json: bench.SmallKillmail(int64(i), sys)})
+			cursor[sysPart{sys, p}] = next[p] + 1
+			next[p]++
+		}
+	})
+	woken := []int64{30_000_001}
+	cursor[sysPart{woken[0], int32(woken[0] % partitions)}]-- // its last event is new
+	ctx := context.Background()
+	for _, v := range []struct {
+		name string
+		read func(context.Context, []int64, map[sysPart]int64, int, int) (readResult, error)
+	}{{"every-position", s.read}, {"seen-partitions", s.readNew}} {
+		b.Run(v.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := v.read(ctx, woken, cursor, subscribeBatch, s.opts.MaxResponseBytes)
+				if err != nil || len(res.events) != 1 {
+					b.Fatalf("wake-up read: %d events, %v; want 1", len(res.events), err)
+				}
+			}
+		})
+	}
+}

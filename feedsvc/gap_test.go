@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -159,6 +160,9 @@ func TestStreamFollowsASystemOntoAnotherPartition(t *testing.T) {
 		e.waitApplied(p, rec.Offset+1)
 		want = append(want, killmailID(t, km))
 	}
+	// A killmail the stream never gets ends it rather than the test run.
+	watchdog := time.AfterFunc(20*time.Second, s.cancel)
+	defer watchdog.Stop()
 	if got := s.events(t, len(want)); !slices.Equal(got, want) {
 		t.Fatalf("live killmails %v, want %v", got, want)
 	}

@@ -136,7 +136,7 @@ func (h *connectHandler) ResetPositions(ctx context.Context, req *connect.Reques
 	var ps []offsets.Position
 	m := s.mem
 	m.mu.RLock()
-	m.eachSysPartLocked(systems, current, func(k sysPart, part *partState, _ *sysLog) {
+	m.eachSysPartLocked(systems, current, everyPosition, func(k sysPart, part *partState, _ *sysLog) {
 		off := part.logStart
 		switch req.Msg.GetTo().(type) {
 		case *killfeedv1.ResetPositionsRequest_Latest:

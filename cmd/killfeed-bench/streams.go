@@ -470,7 +470,7 @@ func (r *runner) filterLive(ctx context.Context, svc *served, topic string) erro
 	var la, lb bench.Response
 	r.progress("7 filter cost, live: %d streams of 1 system, then of %d, %.0f killmails/s for %s, %d rounds",
 		sz.filterStreams, len(many), sz.filterRate, sz.filterFor, sz.filterLiveRounds)
-	for range sz.filterLiveRounds {
+	for round := range sz.filterLiveRounds {
 		for _, side := range []struct {
 			systems []int64
 			per     *[]float64
@@ -487,6 +487,8 @@ func (r *runner) filterLive(ctx context.Context, svc *served, topic string) erro
 			*side.per = append(*side.per, float64(cpu-base)/float64(max(1, lat.Events)))
 			*side.last = lat
 		}
+		r.progress("  round %d: 1 system %s per delivery, %d systems %s (%.0f%%)", round+1,
+			bench.FormatDuration(time.Duration(perOne[round])), len(many), bench.FormatDuration(time.Duration(perMany[round])), 100*perOne[round]/perMany[round])
 	}
 	a, b := time.Duration(median(perOne)), time.Duration(median(perMany))
 	ratio := float64(a) / float64(max(1, b))
