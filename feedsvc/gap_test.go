@@ -20,14 +20,14 @@ func (e *testEnv) jsonClient() killfeedv1connect.KillfeedServiceClient {
 	return e.client(http1Client(), connect.WithProtoJSON())
 }
 
-// produceOnPartitionOf writes killmails of systems after sys until one lands
-// on sys's partition p, and returns that system: other systems' records
-// there are what retention removes past a caught-up client's position.
-func (e *testEnv) produceOnPartitionOf(sys int64, p int32) int64 {
+// produceOnPartitionOf writes killmails of the systems after sys until one
+// lands on sys's partition p: other systems' records there are what
+// retention removes past a caught-up client's position.
+func (e *testEnv) produceOnPartitionOf(sys int64, p int32) {
 	e.t.Helper()
 	for other := sys + 1; ; other++ {
 		if r := e.produceRaw(killmail.Key(other), e.newKillmail(other)); r.Partition == p {
-			return other
+			return
 		}
 	}
 }
