@@ -179,6 +179,10 @@ func (s *Service) readIn(ctx context.Context, systems []int64, pos map[sysPart]i
 		}
 	}
 
+	if len(srcs) == 0 && len(skips) == 0 {
+		// Nothing new (a caught-up Poll, most of them): no merge to set up.
+		return res, nil
+	}
 	t := newMergeTree(srcs, skips)
 	res.merge(t, limit, maxBytes)
 	// The first batch also moves past removed records: it is the one
