@@ -2,7 +2,6 @@ package feedsvc
 
 import (
 	"slices"
-	"sort"
 	"sync"
 )
 
@@ -134,9 +133,7 @@ func (m *memory) advanceLogStart(p int32, logStart int64) int {
 			continue
 		}
 		n := l.search(logStart)
-		for _, e := range l.events[:n] {
-			l.removed = append(l.removed, e.offset)
-		}
+		l.removed = append(l.removed, l.offsets[:n]...)
 		removed += n
 		l.entries = l.from(n)
 		l.floor = max(l.floor, logStart)
@@ -159,8 +156,8 @@ func (l *sysLog) lostBetween(ps *partState, from, to int64) (lost int64, exact b
 	if from < l.removedKnownFrom {
 		return 0, false
 	}
-	lo := sort.Search(len(l.removed), func(i int) bool { return l.removed[i] >= from })
-	hi := sort.Search(len(l.removed), func(i int) bool { return l.removed[i] >= to })
+	lo, _ := slices.BinarySearch(l.removed, from)
+	hi, _ := slices.BinarySearch(l.removed, to)
 	return int64(hi - lo), true
 }
 

@@ -35,14 +35,15 @@ func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
 			t.taken = append(t.taken, si)
 		}
 		took.next = e.offset + 1
-		took.done = took.next
 		t.advance(w)
 	}
 	// One position per source rather than one per event, which was a
 	// quarter of a long read.
 	res.next = make([]position, 0, len(t.taken))
 	for _, si := range t.taken {
-		res.next = append(res.next, position{t.srcs[si].key, t.took[si].next})
+		took := &t.took[si]
+		took.done = took.next
+		res.next = append(res.next, position{t.srcs[si].key, took.next})
 	}
 	if !res.more {
 		res.cursor = t.final()

@@ -124,10 +124,9 @@ func (s *Service) readIn(ctx context.Context, systems []int64, pos map[sysPart]i
 		}
 		if from < ps.logStart {
 			// Retention removed records past the client's position. Only
-			// the system's own events are a loss to it: a caught-up
-			// client of a quiet system, whose position the other
-			// systems' removed records passed, was told of a loss of
-			// unknown size after every retention step.
+			// the system's own events are a loss to it: other systems'
+			// records, removed past a caught-up client of a quiet
+			// system, are no news to it.
 			if lost, exact := l.lostBetween(ps, from, ps.logStart); lost > 0 || !exact {
 				res.gaps = append(res.gaps, gap{system: sys, partition: p, from: from, to: ps.logStart, lost: lost})
 			}
@@ -172,6 +171,7 @@ func (s *Service) readIn(ctx context.Context, systems []int64, pos map[sysPart]i
 				// Events read from Kafka have no arrival order.
 				src.inOrder = false
 				merged = true
+				break
 			}
 		}
 		if !merged {
