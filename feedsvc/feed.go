@@ -2,6 +2,7 @@ package feedsvc
 
 import (
 	"context"
+	"sync"
 
 	"github.com/killfeed/killfeed/offsets"
 )
@@ -11,12 +12,13 @@ import (
 // commit is durable before the events are returned, so a restarted service
 // never delivers them again; if it fails, nothing is returned.
 func (s *Service) fetch(ctx context.Context, req request, method string) (readResult, error) {
-	unlock := s.locks.lock(req.client)
-	defer unlock()
+	defer s.locks.lock(req.client).unlock()
 	if err := s.syncIfReplicated(ctx); err != nil {
 		return readResult{}, err
 	}
-	res, err := s.read(ctx, req.systems, s.positions(req.client, req.systems), req.limit, s.opts.MaxResponseBytes)
+	pos := s.lookups.get(s.store, req.client, req.systems)
+	res, err := s.read(ctx, req.systems, pos.m, req.limit, s.opts.MaxResponseBytes)
+	s.lookups.put(pos)
 	if err != nil {
 		return readResult{}, err
 	}
@@ -25,7 +27,7 @@ func (s *Service) fetch(ctx context.Context, req request, method string) (readRe
 			return readResult{}, err
 		}
 	}
-	s.metrics.served.WithLabelValues(method).Add(float64(len(res.events)))
+	s.metrics.servedBy(method).Add(float64(len(res.events)))
 	s.metrics.gaps.Add(float64(len(res.gaps)))
 	if err := s.store.Touch(ctx, req.client); err != nil {
 		s.log.Warn("refreshing client activity", "client_id", req.client, "err", err)
@@ -37,12 +39,56 @@ func (s *Service) fetch(ctx context.Context, req request, method string) (readRe
 // only those systems (PositionsIn): copying and sorting all of a client's
 // positions on every read was a third of a caught-up Poll's cost.
 func (s *Service) positions(client string, systems []int64) map[sysPart]int64 {
-	ps := s.store.PositionsIn(client, systems)
-	out := make(map[sysPart]int64, len(ps))
-	for _, p := range ps {
-		out[sysPart{p.SystemID, p.Partition}] = p.Offset
+	return positionsMap(s.store.PositionsIn(client, systems), nil)
+}
+
+// positionsMap indexes ps by system-partition into m, or a new map if m is
+// nil.
+func positionsMap(ps []offsets.Position, m map[sysPart]int64) map[sysPart]int64 {
+	if m == nil {
+		m = make(map[sysPart]int64, len(ps))
 	}
-	return out
+	for _, p := range ps {
+		m[sysPart{p.SystemID, p.Partition}] = p.Offset
+	}
+	return m
+}
+
+// positionLookups reuses the positions a Poll or Next reads with, which it
+// drops once its read returns: a caught-up Poll is little more than this
+// lookup, and its map and slice were a third of the bytes it allocated.
+// A stream keeps its positions as its cursor, so it does not use these.
+type positionLookups struct{ pool sync.Pool }
+
+// positionLookup is one read's positions: m indexes ps.
+type positionLookup struct {
+	ps []offsets.Position
+	m  map[sysPart]int64
+}
+
+// maxPooledPositions bounds the positions a pooled lookup keeps: clearing
+// a map costs its capacity, which a rare 1,000-system Poll would leave
+// behind for every Poll after it.
+const maxPooledPositions = 64
+
+// get returns the client's positions in systems.
+func (l *positionLookups) get(store *offsets.Store, client string, systems []int64) *positionLookup {
+	pl, _ := l.pool.Get().(*positionLookup)
+	if pl == nil {
+		pl = &positionLookup{}
+	}
+	pl.ps = store.AppendPositionsIn(pl.ps[:0], client, systems)
+	pl.m = positionsMap(pl.ps, pl.m)
+	return pl
+}
+
+// put returns pl for reuse; nothing may use it after.
+func (l *positionLookups) put(pl *positionLookup) {
+	if len(pl.ps) > maxPooledPositions {
+		return
+	}
+	clear(pl.m)
+	l.pool.Put(pl)
 }
 
 // commitForward commits the positions in next that are ahead of the

@@ -15,6 +15,14 @@ import (
 	killfeedv1 "github.com/killfeed/killfeed/proto/killfeed/v1"
 )
 
+// The seed routes, and the names their served events are counted under.
+const (
+	restPollRoute = "GET /api/killfeed"
+	restNextRoute = "GET /api/killfeed/next"
+	restPollName  = "REST poll"
+	restNextName  = "REST next"
+)
+
 // parseRESTQuery reads the seed routes' query: client_id, systems (as
 // systems[]=A&systems[]=B, systems=A&systems=B or systems=A,B), and an
 // optional limit and commit_mode (auto or explicit).
@@ -73,7 +81,7 @@ func (s *Service) restPoll(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.fetch(r.Context(), req, "REST poll")
+	res, err := s.fetch(r.Context(), req, restPollName)
 	if err != nil {
 		return err
 	}
@@ -92,7 +100,7 @@ func (s *Service) restNext(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.fetch(r.Context(), req, "REST next")
+	res, err := s.fetch(r.Context(), req, restNextName)
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,14 @@ type partState struct {
 	orderedFrom, lastTimeMS int64
 }
 
+// onPartition is a system's log on one partition, and the partition's
+// state.
+type onPartition struct {
+	partition int32
+	state     *partState
+	log       *sysLog
+}
+
 // memory is the bounded in-memory index of the killmails topic.
 //
 // Event slices are only ever appended to or resliced from the front, never
@@ -56,8 +64,9 @@ type memory struct {
 	logs  map[sysPart]*sysLog
 	parts map[int32]*partState
 	// bySystem lists the partitions a system has records on (almost always
-	// one), so reads need not scan every partition.
-	bySystem map[int64][]int32
+	// one) with its log there, so a read of a system costs one lookup: it
+	// need not scan every partition, nor look up each log and partition.
+	bySystem map[int64][]onPartition
 	// seq numbers events in the order they were read.
 	seq uint64
 }
@@ -67,7 +76,7 @@ func newMemory(maxPerSystem int) *memory {
 		maxPerSystem: maxPerSystem,
 		logs:         map[sysPart]*sysLog{},
 		parts:        map[int32]*partState{},
-		bySystem:     map[int64][]int32{},
+		bySystem:     map[int64][]onPartition{},
 	}
 }
 
@@ -96,7 +105,7 @@ func (m *memory) appendLocked(e *event) {
 	if l == nil {
 		l = &sysLog{floor: ps.loadStart, removedKnownFrom: ps.loadStart}
 		m.logs[k] = l
-		m.bySystem[e.system] = append(m.bySystem[e.system], e.partition)
+		m.bySystem[e.system] = append(m.bySystem[e.system], onPartition{e.partition, ps, l})
 	}
 	l.add(e)
 	if over := len(l.events) - m.maxPerSystem; over > 0 {

@@ -37,8 +37,7 @@ func (h *connectHandler) Commit(ctx context.Context, req *connect.Request[killfe
 			return nil, rpcError(badField("cursors", "cursor %d: event_id %d is negative", i, c.GetEventId()))
 		}
 	}
-	unlock := s.locks.lock(client)
-	defer unlock()
+	defer s.locks.lock(client).unlock()
 	if err := s.syncIfReplicated(ctx); err != nil {
 		return nil, rpcError(err)
 	}
@@ -127,8 +126,7 @@ func (h *connectHandler) ResetPositions(ctx context.Context, req *connect.Reques
 		return nil, rpcError(badField("to", "one of earliest, latest or time is required"))
 	}
 
-	unlock := s.locks.lock(client)
-	defer unlock()
+	defer s.locks.lock(client).unlock()
 	if err := s.syncIfReplicated(ctx); err != nil {
 		return nil, rpcError(err)
 	}
@@ -136,7 +134,7 @@ func (h *connectHandler) ResetPositions(ctx context.Context, req *connect.Reques
 	var ps []offsets.Position
 	m := s.mem
 	m.mu.RLock()
-	m.eachSysPartLocked(systems, current, everyPosition, func(k sysPart, part *partState, _ *sysLog) {
+	m.eachSysPartLocked(systems, current, everyPosition, func(k sysPart, part *partState, _ *sysLog, _ int64, _ bool) {
 		off := part.logStart
 		switch req.Msg.GetTo().(type) {
 		case *killfeedv1.ResetPositionsRequest_Latest:
@@ -178,8 +176,7 @@ func (h *connectHandler) DeleteClient(ctx context.Context, req *connect.Request[
 	if _, err := h.svc.admit(req.Header(), req.Peer().Addr, client); err != nil {
 		return nil, rpcError(err)
 	}
-	unlock := h.svc.locks.lock(client)
-	defer unlock()
+	defer h.svc.locks.lock(client).unlock()
 	if err := h.svc.syncIfReplicated(ctx); err != nil {
 		return nil, rpcError(err)
 	}

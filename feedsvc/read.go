@@ -115,9 +115,8 @@ func (s *Service) readIn(ctx context.Context, systems []int64, pos map[sysPart]i
 
 	m := s.mem
 	m.mu.RLock()
-	m.eachSysPartLocked(systems, pos, scope, func(k sysPart, ps *partState, l *sysLog) {
+	m.eachSysPartLocked(systems, pos, scope, func(k sysPart, ps *partState, l *sysLog, from int64, has bool) {
 		sys, p := k.system, k.partition
-		from, has := pos[k]
 		if !has {
 			// A client new to the system gets everything retained.
 			from = ps.logStart
@@ -204,64 +203,52 @@ func readMore(rest *mergeTree, limit, maxBytes int) readResult {
 }
 
 // eachSysPartLocked calls fn for every partition of each system in scope
-// that memory knows the partition of. m.mu must be held.
-func (m *memory) eachSysPartLocked(systems []int64, pos map[sysPart]int64, scope readScope, fn func(k sysPart, ps *partState, l *sysLog)) {
-	var extra map[int64][]int32
-	if scope == everyPosition {
-		extra = m.unseenLocked(systems, pos)
-	}
+// that memory knows the partition of, with the client's position there in
+// pos (has is false for none). systems holds no system twice, as requests
+// are validated. m.mu must be held.
+func (m *memory) eachSysPartLocked(systems []int64, pos map[sysPart]int64, scope readScope, fn func(k sysPart, ps *partState, l *sysLog, from int64, has bool)) {
+	visited := 0 // positions of pos passed to fn
 	for _, sys := range systems {
-		for _, p := range partitionsOf(m.bySystem[sys], extra[sys]) {
+		for _, on := range m.bySystem[sys] {
+			k := sysPart{sys, on.partition}
+			from, has := pos[k]
+			if has {
+				visited++
+			}
+			fn(k, on.state, on.log, from, has)
+		}
+	}
+	if scope == seenPartitions || visited == len(pos) {
+		// Every position is on a partition memory has seen its system on,
+		// as nearly always: looking for others cost a caught-up Poll a
+		// fifth of its read.
+		return
+	}
+	extra := m.unseenLocked(pos)
+	for _, sys := range systems {
+		for _, p := range extra[sys] {
 			if ps := m.parts[p]; ps != nil {
 				k := sysPart{sys, p}
-				fn(k, ps, m.logs[k])
+				fn(k, ps, nil, pos[k], true)
 			}
 		}
 	}
 }
 
-// partitionsOf lists the partitions to read for a system: those memory has
-// seen it on, plus those the client holds a position on that memory has not
-// (extra, from unseenLocked).
-func partitionsOf(seen, extra []int32) []int32 {
-	if len(extra) == 0 {
-		return seen
-	}
-	return append(seen[:len(seen):len(seen)], extra...)
-}
-
 // unseenLocked indexes, by system, the partitions of the positions in pos
-// of the given systems that memory has not seen the system on (rare: nearly
-// always nil).
-//
-// It costs the smaller of len(pos) and systems × partitions: one pass over
-// pos suits a read of all of a stream's systems (searching pos once per
-// system made that cost systems × len(pos)), while probing pos suits a
-// stream's wake-up, which reads a few systems with a cursor over all of
-// them. m.mu must be held.
-func (m *memory) unseenLocked(systems []int64, pos map[sysPart]int64) map[int64][]int32 {
+// that memory has not seen their system on (rare: a client's position from
+// another system's event, or from before a repartition). pos holds only the
+// read's systems' positions, so one pass over it costs at most the read's
+// systems × partitions. m.mu must be held.
+func (m *memory) unseenLocked(pos map[sysPart]int64) map[int64][]int32 {
 	var out map[int64][]int32
-	add := func(k sysPart) {
-		if !slices.Contains(m.bySystem[k.system], k.partition) {
+	for k := range pos {
+		seen := slices.ContainsFunc(m.bySystem[k.system], func(on onPartition) bool { return on.partition == k.partition })
+		if !seen {
 			if out == nil {
 				out = map[int64][]int32{}
 			}
 			out[k.system] = append(out[k.system], k.partition)
-		}
-	}
-	if len(pos) <= len(systems)*len(m.parts) {
-		// Positions of other systems may be indexed too; no read asks
-		// for them.
-		for k := range pos {
-			add(k)
-		}
-		return out
-	}
-	for _, sys := range systems {
-		for p := range m.parts {
-			if _, ok := pos[sysPart{sys, p}]; ok {
-				add(sysPart{sys, p})
-			}
 		}
 	}
 	return out

@@ -19,8 +19,8 @@ import (
 func (s *Service) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(killfeedv1connect.NewKillfeedServiceHandler(&connectHandler{svc: s}, s.connectOptions()...))
-	mux.HandleFunc("GET /api/killfeed", s.restRoute("GET /api/killfeed", s.restPoll))
-	mux.HandleFunc("GET /api/killfeed/next", s.restRoute("GET /api/killfeed/next", s.restNext))
+	mux.HandleFunc(restPollRoute, s.restRoute(restPollRoute, s.restPoll))
+	mux.HandleFunc(restNextRoute, s.restRoute(restNextRoute, s.restNext))
 	mux.Handle(grpchealth.NewHandler(s.health()))
 	reflector := grpcreflect.NewStaticReflector(killfeedv1connect.KillfeedServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

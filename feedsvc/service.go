@@ -121,6 +121,7 @@ type Service struct {
 	mem     *memory
 	tail    *tail
 	locks   clientLocks
+	lookups positionLookups
 	streams *registry
 	limits  *limits
 	metrics *metrics
@@ -245,7 +246,8 @@ type clientLock struct {
 	refs int
 }
 
-func (l *clientLocks) lock(id string) (unlock func()) {
+// lock takes the client's lock; the caller releases it with unlock.
+func (l *clientLocks) lock(id string) heldLock {
 	l.mu.Lock()
 	if l.m == nil {
 		l.m = map[string]*clientLock{}
@@ -258,12 +260,23 @@ func (l *clientLocks) lock(id string) (unlock func()) {
 	cl.refs++
 	l.mu.Unlock()
 	cl.Lock()
-	return func() {
-		cl.Unlock()
-		l.mu.Lock()
-		if cl.refs--; cl.refs == 0 {
-			delete(l.m, id)
-		}
-		l.mu.Unlock()
+	return heldLock{l, cl, id}
+}
+
+// heldLock is a client's lock, held. A value rather than a closure: every
+// Poll takes one, and the closure was an allocation.
+type heldLock struct {
+	locks *clientLocks
+	cl    *clientLock
+	id    string
+}
+
+// unlock releases the lock, forgetting it once no one waits for it.
+func (h heldLock) unlock() {
+	h.cl.Unlock()
+	h.locks.mu.Lock()
+	if h.cl.refs--; h.cl.refs == 0 {
+		delete(h.locks.m, h.id)
 	}
+	h.locks.mu.Unlock()
 }

@@ -139,16 +139,16 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 // client does not receive (it hung up, the connection died) is not sent
 // again.
 func (s *Service) deliver(ctx context.Context, r request, res readResult, asJSON bool, send func(*killfeedv1.SubscribeResponse) error) error {
-	s.metrics.served.WithLabelValues("Subscribe").Add(float64(len(res.events)))
+	s.metrics.servedBy("Subscribe").Add(float64(len(res.events)))
 	s.metrics.gaps.Add(float64(len(res.gaps)))
 	if r.auto && len(res.next) > 0 {
 		if ctx.Err() != nil {
 			// Replaced or hung up: commit nothing that cannot be sent.
 			return streamEnded(ctx)
 		}
-		unlock := s.locks.lock(r.client)
+		held := s.locks.lock(r.client)
 		err := s.commitForward(ctx, r.client, res.next)
-		unlock()
+		held.unlock()
 		if err != nil {
 			return rpcError(err)
 		}

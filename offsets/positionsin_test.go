@@ -9,9 +9,9 @@ import (
 	"github.com/killfeed/killfeed/offsets"
 )
 
-// TestPositionsIn checks that PositionsIn returns exactly what Positions
-// holds for the systems asked, and nothing for deleted clients or systems
-// not asked.
+// TestPositionsIn checks that PositionsIn (and AppendPositionsIn) return
+// exactly what Positions holds for the systems asked, and nothing for
+// deleted clients or systems not asked.
 func TestPositionsIn(t *testing.T) {
 	c := newCluster(t)
 	s := openStore(t, c.ListenAddrs(), offsets.Options{Topic: topicName(t)})
@@ -47,6 +47,13 @@ func TestPositionsIn(t *testing.T) {
 			}
 			if !samePositions(got, want) {
 				t.Errorf("PositionsIn(%q, %v) = %v, Positions has %v", tc.client, tc.systems, got, want)
+			}
+			// AppendPositionsIn keeps what dst held and adds the same.
+			held := offsets.Position{SystemID: 99, Partition: 9, Offset: 99}
+			appended := s.AppendPositionsIn([]offsets.Position{held}, tc.client, tc.systems)
+			slices.SortFunc(appended[1:], byKey)
+			if len(appended) == 0 || appended[0] != held || !samePositions(appended[1:], want) {
+				t.Errorf("AppendPositionsIn([%v], %q, %v) = %v, want it followed by %v", held, tc.client, tc.systems, appended, want)
 			}
 		})
 	}

@@ -230,29 +230,39 @@ func (s *Store) Positions(clientID string) []Position {
 // client's other systems, so it costs what is asked for: feedsvc calls it on
 // every read, for clients that may follow a thousand systems.
 func (s *Store) PositionsIn(clientID string, systems []int64) []Position {
+	return s.AppendPositionsIn(nil, clientID, systems)
+}
+
+// AppendPositionsIn appends to dst what PositionsIn returns, and returns
+// the extended slice. A caller reusing dst from one read to the next
+// allocates nothing: a caught-up Poll is mostly this lookup, and its slice
+// was a sixth of the bytes a Poll allocated.
+func (s *Store) AppendPositionsIn(dst []Position, clientID string, systems []int64) []Position {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	c := s.clients[clientID]
 	if c == nil {
-		return nil
+		return dst
 	}
-	// Nearly every system lives on one partition: one allocation, not a
-	// growing slice, on this per-request path.
-	out := make([]Position, 0, len(systems))
+	if dst == nil {
+		// Nearly every system lives on one partition: one allocation, not
+		// a growing slice.
+		dst = make([]Position, 0, len(systems))
+	}
 	for _, sys := range systems {
 		e := c.systems[sys]
 		if e == nil || e.deleted() {
 			continue
 		}
 		if e.single {
-			out = append(out, Position{SystemID: sys, Partition: e.onePartition, Offset: e.oneOffset, UpdatedAt: e.updated})
+			dst = append(dst, Position{SystemID: sys, Partition: e.onePartition, Offset: e.oneOffset, UpdatedAt: e.updated})
 			continue
 		}
 		for p, o := range e.offsets {
-			out = append(out, Position{SystemID: sys, Partition: p, Offset: o, UpdatedAt: e.updated})
+			dst = append(dst, Position{SystemID: sys, Partition: p, Offset: o, UpdatedAt: e.updated})
 		}
 	}
-	return out
+	return dst
 }
 
 // Commit durably sets the given positions of a client, leaving its other
