@@ -1,5 +1,7 @@
 package feedsvc
 
+import "math"
+
 // merge takes events from t, oldest first, up to limit of them and about
 // maxBytes of killmail JSON (always at least one), and records the position
 // after each source's last one taken.
@@ -21,7 +23,7 @@ func (res *readResult) merge(t *mergeTree, limit, maxBytes int) {
 	for !t.empty() {
 		w := t.losers[0]
 		l := &t.leaves[w]
-		e := l.events[0]
+		e := l.events[l.next]
 		if len(res.events) >= limit || (len(res.events) > 0 && size+len(e.json) > maxBytes) {
 			res.more = true
 			res.rest = t
@@ -103,9 +105,9 @@ type mergeTree struct {
 	// delivers from is past it anyway.
 	skips  map[sysPart]int64
 	leaves []leaf
-	// heads[i] is leaves[i]'s first event's key, or not live once the
-	// leaf is exhausted (it then sorts last).
-	heads []mergeHead
+	// heads[i] is leaves[i]'s first event's key, or exhausted once the
+	// leaf is.
+	heads []orderKey
 	// losers[n], for an internal node n ≥ 1, is the leaf that lost the
 	// match played there; losers[0] is the overall winner. Node n's
 	// children are 2n and 2n+1; leaf i is node len(leaves)+i.
@@ -126,9 +128,13 @@ type took struct {
 type leaf struct {
 	events []*event
 	keys   []orderKey // keys[i] is events[i].orderKey()
+	// next is the index of the leaf's first event not yet taken. An index,
+	// not a reslice: writing a slice's pointer is a write barrier while
+	// the collector runs, which taking each event paid.
+	next int
 	// src is the index in mergeTree.srcs of every event's source, for a
-	// leaf of one source; a run's leaf's events are the tail of its
-	// placed events, whose sources it keeps.
+	// leaf of one source; a run's leaf's events are its placed events,
+	// whose sources it keeps.
 	src int32
 	run *partRun
 }
@@ -136,7 +142,7 @@ type leaf struct {
 // source returns the index of the leaf's first event's source.
 func (l *leaf) source() int32 {
 	if r := l.run; r != nil {
-		return r.srcOf[len(r.srcOf)-len(l.events)]
+		return r.srcOf[l.next]
 	}
 	return l.src
 }
@@ -172,11 +178,11 @@ type placed struct {
 	src int32
 }
 
-// mergeHead is a leaf's first event's order key.
-type mergeHead struct {
-	orderKey
-	live bool
-}
+// exhausted is the head of a leaf with no events left: it sorts after
+// every event's key, so the tree's matches need no test for it but the
+// rare one between two exhausted leaves. An event's arrival number never
+// reaches it.
+var exhausted = orderKey{timeMS: math.MaxInt64, seq: math.MaxUint64}
 
 // newMergeTree starts a merge of srcs; skips holds the positions the read
 // moved past removed records (nil for none).
@@ -224,7 +230,7 @@ func newMergeTree(srcs []source, skips map[sysPart]int64) *mergeTree {
 	}
 
 	k := len(t.leaves)
-	t.heads, t.losers = make([]mergeHead, k), make([]int, max(k, 1))
+	t.heads, t.losers = make([]orderKey, k), make([]int, max(k, 1))
 	if k == 0 {
 		return t
 	}
@@ -252,13 +258,12 @@ func (t *mergeTree) sourceLeaf(si int32) leaf {
 	return leaf{events: t.srcs[si].events, keys: t.srcs[si].keys, src: si}
 }
 
-// head returns the leaf's first event's key, or a head that is not live if
-// it is exhausted.
-func (l *leaf) head() mergeHead {
-	if len(l.events) == 0 {
-		return mergeHead{}
+// head returns the leaf's first event's key, or exhausted.
+func (l *leaf) head() orderKey {
+	if l.next == len(l.keys) {
+		return exhausted
 	}
-	return mergeHead{orderKey: l.keys[0], live: true}
+	return l.keys[l.next]
 }
 
 // place fills a run's leaf with its next placed events, spans on until it
@@ -298,7 +303,7 @@ func (t *mergeTree) place(l *leaf) {
 		r.base = max(end, next)
 	}
 	r.events, r.keys, r.srcOf = evs, keys, srcOf
-	l.events, l.keys = evs, keys
+	l.events, l.keys, l.next = evs, keys, 0
 }
 
 // skipPositions returns the positions past removed records of the system-
@@ -336,33 +341,32 @@ func (t *mergeTree) final() []position {
 
 // empty reports whether every source is exhausted.
 func (t *mergeTree) empty() bool {
-	return len(t.heads) == 0 || !t.heads[t.losers[0]].live
+	return len(t.heads) == 0 || t.heads[t.losers[0]] == exhausted
 }
 
 // less orders leaves i and j by their first events, exhausted ones last.
 func (t *mergeTree) less(i, j int) bool {
 	a, b := &t.heads[i], &t.heads[j]
-	switch {
-	case !b.live:
-		return a.live
-	case !a.live:
-		return false
 	// orderKey.less, written out: its equality test first cost a tenth of
 	// a 1,000-system merge.
+	switch {
 	case a.timeMS != b.timeMS:
 		return a.timeMS < b.timeMS
 	case a.seq != b.seq:
 		return a.seq < b.seq
+	case *a == exhausted:
+		return false
 	}
-	return t.leaves[i].events[0].before(t.leaves[j].events[0])
+	li, lj := &t.leaves[i], &t.leaves[j]
+	return li.events[li.next].before(lj.events[lj.next])
 }
 
 // advance drops leaf w's first event, w having won, and replays its path.
 func (t *mergeTree) advance(w int) {
 	t.left--
 	l := &t.leaves[w]
-	l.events, l.keys = l.events[1:], l.keys[1:]
-	if l.run != nil && len(l.events) == 0 {
+	l.next++
+	if l.run != nil && l.next == len(l.events) {
 		t.place(l)
 	}
 	t.heads[w] = l.head()
