@@ -27,12 +27,11 @@ func withRawKillmail(ev *killfeedv1.Event, raw []byte) {
 	ev.ProtoReflect().SetUnknown(protowire.AppendBytes(b, raw))
 }
 
-// withStructKillmail attaches a killmail as protobuf field 3
-// (google.protobuf.Struct) already encoded, so no Struct is ever built.
-func withStructKillmail(ev *killfeedv1.Event, structWire []byte) {
-	b := make([]byte, 0, len(structWire)+6)
-	b = protowire.AppendTag(b, 3, protowire.BytesType)
-	ev.ProtoReflect().SetUnknown(protowire.AppendBytes(b, structWire))
+// withStructKillmail attaches a killmail as its Event field already
+// encoded (event.structField), so no Struct is ever built. Events share
+// the bytes: protobuf only reads them, and appending would copy them.
+func withStructKillmail(ev *killfeedv1.Event, field []byte) {
+	ev.ProtoReflect().SetUnknown(field)
 }
 
 // rawKillmail returns the JSON attached by withRawKillmail, if any.

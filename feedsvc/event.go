@@ -3,6 +3,8 @@ package feedsvc
 import (
 	"sync/atomic"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	"github.com/killfeed/killfeed/internal/topics"
 )
 
@@ -37,9 +39,12 @@ type event struct {
 	seq uint64
 	// json is the killmail exactly as stored in Kafka.
 	json []byte
-	// wire caches the killmail as google.protobuf.Struct wire bytes, built
-	// on first use by a protobuf (gRPC, Connect proto) client.
-	wire atomic.Pointer[[]byte]
+	// killmailField caches the killmail as the protobuf Event's killmail
+	// field (google.protobuf.Struct), tag and length included, built on
+	// first use by a protobuf (gRPC, Connect proto) client. Each later
+	// delivery attaches these very bytes: framing the Struct per delivery
+	// was an allocation and a copy of every killmail sent.
+	killmailField atomic.Pointer[[]byte]
 }
 
 func (e *event) id() int64 { return eventID(e.partition, e.offset) }
@@ -71,15 +76,22 @@ func (e *event) before(o *event) bool {
 	return e.id() < o.id()
 }
 
-// structWire returns the killmail as Struct wire bytes, building them once.
-func (e *event) structWire() ([]byte, error) {
-	if w := e.wire.Load(); w != nil {
-		return *w, nil
+// structField returns the killmail as the Event's killmail field, building
+// it once. Its capacity is its length, so appending to it copies it.
+func (e *event) structField() ([]byte, error) {
+	if f := e.killmailField.Load(); f != nil {
+		return *f, nil
 	}
 	w, err := jsonToStructWire(e.json)
 	if err != nil {
 		return nil, err
 	}
-	e.wire.Store(&w)
-	return w, nil
+	f := protowire.AppendTag(make([]byte, 0, len(w)+protowire.SizeBytes(len(w))+1), killmailFieldNumber, protowire.BytesType)
+	f = protowire.AppendBytes(f, w)
+	f = f[:len(f):len(f)]
+	e.killmailField.Store(&f)
+	return f, nil
 }
+
+// killmailFieldNumber is Event.killmail's field number.
+const killmailFieldNumber protowire.Number = 3

@@ -83,24 +83,33 @@ func rpcError(err error) error {
 // eventProto builds an API event, attaching the killmail in the form the
 // client's codec will write.
 func eventProto(e *event, asJSON bool) (*killfeedv1.Event, error) {
-	ev := &killfeedv1.Event{EventId: e.id(), SystemId: e.system}
-	if asJSON {
-		withRawKillmail(ev, e.json)
-		return ev, nil
-	}
-	w, err := e.structWire()
-	if err != nil {
-		return nil, err
-	}
-	withStructKillmail(ev, w)
-	return ev, nil
+	ev := &killfeedv1.Event{}
+	return ev, fillEvent(ev, e, asJSON)
 }
 
+// fillEvent sets ev, a zero Event, to e.
+func fillEvent(ev *killfeedv1.Event, e *event, asJSON bool) error {
+	ev.EventId, ev.SystemId = e.id(), e.system
+	if asJSON {
+		withRawKillmail(ev, e.json)
+		return nil
+	}
+	f, err := e.structField()
+	if err != nil {
+		return err
+	}
+	withStructKillmail(ev, f)
+	return nil
+}
+
+// eventsProto builds the API events of a batch. They are allocated
+// together: one allocation per event was a fifth of a Poll's.
 func eventsProto(evs []*event, asJSON bool) ([]*killfeedv1.Event, error) {
 	out := make([]*killfeedv1.Event, len(evs))
+	slab := make([]killfeedv1.Event, len(evs))
 	for i, e := range evs {
-		var err error
-		if out[i], err = eventProto(e, asJSON); err != nil {
+		out[i] = &slab[i]
+		if err := fillEvent(out[i], e, asJSON); err != nil {
 			return nil, err
 		}
 	}
