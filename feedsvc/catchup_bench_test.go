@@ -49,7 +49,7 @@ func BenchmarkCatchUp(b *testing.B) {
 			}
 			for b.Loop() {
 				cursor := map[sysPart]int64{}
-				res, err := s.read(ctx, followed, cursor, subscribeBatch, s.opts.MaxResponseBytes)
+				res, err := s.read(ctx, followed, positionsIn(cursor), subscribeBatch, s.opts.MaxResponseBytes)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -97,12 +97,12 @@ func BenchmarkWakeUp(b *testing.B) {
 	ctx := context.Background()
 	for _, v := range []struct {
 		name string
-		read func(context.Context, []int64, map[sysPart]int64, int, int) (readResult, error)
+		read func(context.Context, []int64, positionSet, int, int) (readResult, error)
 	}{{"every-position", s.read}, {"seen-partitions", s.readNew}} {
 		b.Run(v.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				res, err := v.read(ctx, woken, cursor, subscribeBatch, s.opts.MaxResponseBytes)
+				res, err := v.read(ctx, woken, positionsIn(cursor), subscribeBatch, s.opts.MaxResponseBytes)
 				if err != nil || len(res.events) != 1 {
 					b.Fatalf("wake-up read: %d events, %v; want 1", len(res.events), err)
 				}

@@ -2,7 +2,6 @@ package feedsvc
 
 import (
 	"context"
-	"sync"
 
 	"github.com/killfeed/killfeed/offsets"
 )
@@ -17,7 +16,7 @@ func (s *Service) fetch(ctx context.Context, req request, method string) (readRe
 		return readResult{}, err
 	}
 	pos := s.lookups.get(s.store, req.client, req.systems)
-	res, err := s.read(ctx, req.systems, pos.m, req.limit, s.opts.MaxResponseBytes)
+	res, err := s.read(ctx, req.systems, pos.set(), req.limit, s.opts.MaxResponseBytes)
 	s.lookups.put(pos)
 	if err != nil {
 		return readResult{}, err
@@ -40,55 +39,6 @@ func (s *Service) fetch(ctx context.Context, req request, method string) (readRe
 // positions on every read was a third of a caught-up Poll's cost.
 func (s *Service) positions(client string, systems []int64) map[sysPart]int64 {
 	return positionsMap(s.store.PositionsIn(client, systems), nil)
-}
-
-// positionsMap indexes ps by system-partition into m, or a new map if m is
-// nil.
-func positionsMap(ps []offsets.Position, m map[sysPart]int64) map[sysPart]int64 {
-	if m == nil {
-		m = make(map[sysPart]int64, len(ps))
-	}
-	for _, p := range ps {
-		m[sysPart{p.SystemID, p.Partition}] = p.Offset
-	}
-	return m
-}
-
-// positionLookups reuses the positions a Poll or Next reads with, which it
-// drops once its read returns: a caught-up Poll is little more than this
-// lookup, and its map and slice were a third of the bytes it allocated.
-// A stream keeps its positions as its cursor, so it does not use these.
-type positionLookups struct{ pool sync.Pool }
-
-// positionLookup is one read's positions: m indexes ps.
-type positionLookup struct {
-	ps []offsets.Position
-	m  map[sysPart]int64
-}
-
-// maxPooledPositions bounds the positions a pooled lookup keeps: clearing
-// a map costs its capacity, which a rare 1,000-system Poll would leave
-// behind for every Poll after it.
-const maxPooledPositions = 64
-
-// get returns the client's positions in systems.
-func (l *positionLookups) get(store *offsets.Store, client string, systems []int64) *positionLookup {
-	pl, _ := l.pool.Get().(*positionLookup)
-	if pl == nil {
-		pl = &positionLookup{}
-	}
-	pl.ps = store.AppendPositionsIn(pl.ps[:0], client, systems)
-	pl.m = positionsMap(pl.ps, pl.m)
-	return pl
-}
-
-// put returns pl for reuse; nothing may use it after.
-func (l *positionLookups) put(pl *positionLookup) {
-	if len(pl.ps) > maxPooledPositions {
-		return
-	}
-	clear(pl.m)
-	l.pool.Put(pl)
 }
 
 // commitForward commits the positions in next that are ahead of the

@@ -3,6 +3,7 @@ package feedsvc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,6 +98,46 @@ func TestPollLimitSaysMoreRemainAndContinues(t *testing.T) {
 	}
 }
 
+// TestPollsOfClientsStayApart checks that each client reads from its own
+// positions, whether a Poll holds few enough to search them or so many that
+// it indexes them, and whatever Poll of another client came before.
+func TestPollsOfClientsStayApart(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	c := e.client(http1Client(), connect.WithProtoJSON())
+	for i, n := range []int{5, maxSearchedPositions + 4} {
+		t.Run(fmt.Sprintf("%d systems", n), func(t *testing.T) {
+			systems := make([]int64, n)
+			var last []int64 // the killmails of the last three systems
+			for j := range systems {
+				systems[j] = int64(31_000_000 + 100*i + j)
+				for range 2 {
+					id := killmailID(t, e.produce(systems[j]))
+					if j >= n-3 {
+						last = append(last, id)
+					}
+				}
+			}
+			a, b := fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i)
+			if got := len(poll(t, c, a, systems...).Events); got != 2*n {
+				t.Fatalf("%s's first Poll: %d events, want %d", a, got, 2*n)
+			}
+			// Caught up, holding a position in every system.
+			if got := len(poll(t, c, a, systems...).Events); got != 0 {
+				t.Fatalf("%s's second Poll: %d events, want none", a, got)
+			}
+			if got := len(poll(t, c, b, systems[:n-3]...).Events); got != 2*(n-3) {
+				t.Fatalf("%s's first Poll: %d events, want %d", b, got, 2*(n-3))
+			}
+			got := killmailIDs(t, poll(t, c, b, systems...).Events)
+			slices.Sort(got)
+			slices.Sort(last)
+			if !slices.Equal(got, last) {
+				t.Fatalf("%s, holding positions in %d of its %d systems, got %v; want the other systems' %v", b, n-3, n, got, last)
+			}
+		})
+	}
+}
+
 func TestPollOrdersSystemsOnDifferentPartitionsByIngestTime(t *testing.T) {
 	e := newTestEnv(t, Options{})
 	systems := []int64{jita, amarr, wh, 30002659, 30002510, 30002053}
@@ -181,7 +222,7 @@ func TestManySystemsWithOneBehindMemoryKeepIngestOrder(t *testing.T) {
 	}
 
 	// The read that Poll makes, stopped after one event to see its merge.
-	res, err := e.svc.read(context.Background(), systems, e.svc.positions("many", systems), 1, e.svc.opts.MaxResponseBytes)
+	res, err := e.svc.read(context.Background(), systems, positionsIn(e.svc.positions("many", systems)), 1, e.svc.opts.MaxResponseBytes)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func (h *connectHandler) ResetPositions(ctx context.Context, req *connect.Reques
 	var ps []offsets.Position
 	m := s.mem
 	m.mu.RLock()
-	m.eachSysPartLocked(systems, current, everyPosition, func(k sysPart, part *partState, _ *sysLog, _ int64, _ bool) {
+	m.eachSysPartLocked(systems, positionsIn(current), everyPosition, func(k sysPart, part *partState, _ *sysLog, _ int64, _ bool) {
 		off := part.logStart
 		switch req.Msg.GetTo().(type) {
 		case *killfeedv1.ResetPositionsRequest_Latest:

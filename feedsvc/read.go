@@ -78,7 +78,7 @@ type backlog struct {
 // oldest first, at most limit of them and about maxBytes of killmail JSON
 // (always at least one). Its cost grows with the systems asked and the
 // events returned, not with what memory holds.
-func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int64, limit, maxBytes int) (readResult, error) {
+func (s *Service) read(ctx context.Context, systems []int64, pos positionSet, limit, maxBytes int) (readResult, error) {
 	return s.readIn(ctx, systems, pos, everyPosition, limit, maxBytes)
 }
 
@@ -91,7 +91,7 @@ func (s *Service) read(ctx context.Context, systems []int64, pos map[sysPart]int
 // for each of the topic's partitions on every wake-up was about 1.3 µs of
 // the 2.2 µs per live event that such a stream cost more than a 1-system
 // one (measurement 7 of BENCHMARKS.md).
-func (s *Service) readNew(ctx context.Context, systems []int64, pos map[sysPart]int64, limit, maxBytes int) (readResult, error) {
+func (s *Service) readNew(ctx context.Context, systems []int64, pos positionSet, limit, maxBytes int) (readResult, error) {
 	return s.readIn(ctx, systems, pos, seenPartitions, limit, maxBytes)
 }
 
@@ -107,7 +107,7 @@ const (
 )
 
 // readIn is read of the partitions in scope.
-func (s *Service) readIn(ctx context.Context, systems []int64, pos map[sysPart]int64, scope readScope, limit, maxBytes int) (readResult, error) {
+func (s *Service) readIn(ctx context.Context, systems []int64, pos positionSet, scope readScope, limit, maxBytes int) (readResult, error) {
 	var res readResult
 	var skips map[sysPart]int64 // positions moved past removed records, rare
 	var srcs []source
@@ -206,19 +206,19 @@ func readMore(rest *mergeTree, limit, maxBytes int) readResult {
 // that memory knows the partition of, with the client's position there in
 // pos (has is false for none). systems holds no system twice, as requests
 // are validated. m.mu must be held.
-func (m *memory) eachSysPartLocked(systems []int64, pos map[sysPart]int64, scope readScope, fn func(k sysPart, ps *partState, l *sysLog, from int64, has bool)) {
+func (m *memory) eachSysPartLocked(systems []int64, pos positionSet, scope readScope, fn func(k sysPart, ps *partState, l *sysLog, from int64, has bool)) {
 	visited := 0 // positions of pos passed to fn
 	for _, sys := range systems {
 		for _, on := range m.bySystem[sys] {
 			k := sysPart{sys, on.partition}
-			from, has := pos[k]
+			from, has := pos.at(k)
 			if has {
 				visited++
 			}
 			fn(k, on.state, on.log, from, has)
 		}
 	}
-	if scope == seenPartitions || visited == len(pos) {
+	if scope == seenPartitions || visited == pos.len() {
 		// Every position is on a partition memory has seen its system on,
 		// as nearly always: looking for others cost a caught-up Poll a
 		// fifth of its read.
@@ -229,7 +229,8 @@ func (m *memory) eachSysPartLocked(systems []int64, pos map[sysPart]int64, scope
 		for _, p := range extra[sys] {
 			if ps := m.parts[p]; ps != nil {
 				k := sysPart{sys, p}
-				fn(k, ps, nil, pos[k], true)
+				from, _ := pos.at(k)
+				fn(k, ps, nil, from, true)
 			}
 		}
 	}
@@ -240,9 +241,9 @@ func (m *memory) eachSysPartLocked(systems []int64, pos map[sysPart]int64, scope
 // another system's event, or from before a repartition). pos holds only the
 // read's systems' positions, so one pass over it costs at most the read's
 // systems × partitions. m.mu must be held.
-func (m *memory) unseenLocked(pos map[sysPart]int64) map[int64][]int32 {
+func (m *memory) unseenLocked(pos positionSet) map[int64][]int32 {
 	var out map[int64][]int32
-	for k := range pos {
+	pos.keys(func(k sysPart) {
 		seen := slices.ContainsFunc(m.bySystem[k.system], func(on onPartition) bool { return on.partition == k.partition })
 		if !seen {
 			if out == nil {
@@ -250,7 +251,7 @@ func (m *memory) unseenLocked(pos map[sysPart]int64) map[int64][]int32 {
 			}
 			out[k.system] = append(out[k.system], k.partition)
 		}
-	}
+	})
 	return out
 }
 

@@ -83,7 +83,7 @@ func TestReadMergesInDeliveryOrder(t *testing.T) {
 			// cursor moves as a stream's does, once the merge is done;
 			// committed as automatic mode commits, after every batch.
 			cursor, committed := map[sysPart]int64{}, map[sysPart]int64{}
-			res, err := s.read(context.Background(), systems, cursor, tc.batch, s.opts.MaxResponseBytes)
+			res, err := s.read(context.Background(), systems, positionsIn(cursor), tc.batch, s.opts.MaxResponseBytes)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/killfeed/killfeed/internal/bench"
+	"github.com/killfeed/killfeed/offsets"
 )
 
 // BenchmarkPollReadPath measures the read behind a Poll in process, without
@@ -47,18 +48,20 @@ func BenchmarkPollReadPath(b *testing.B) {
 			}
 		})
 
+		// The client's positions as a Poll of ten systems holds them
+		// (positionLookup): few enough to search.
 		followed := make([]int64, follow)
-		caughtUp := map[sysPart]int64{}
+		var caughtUp []offsets.Position
 		for i := range followed {
 			followed[i] = int64(30_000_001 + i)
 			p := int32(followed[i] % partitions)
-			caughtUp[sysPart{followed[i], p}] = next[p]
+			caughtUp = append(caughtUp, offsets.Position{SystemID: followed[i], Partition: p, Offset: next[p]})
 		}
 		want := len(seeds.FetchForClient("first", followed))
 		seeds.FetchForClient("caught-up", followed)
 		ctx := context.Background()
 
-		read := func(b *testing.B, pos map[sysPart]int64, want int) {
+		read := func(b *testing.B, pos positionSet, want int) {
 			for b.Loop() {
 				res, err := s.read(ctx, followed, pos, s.opts.MaxLimit, s.opts.MaxResponseBytes)
 				if err != nil || len(res.events) != want {
@@ -66,7 +69,7 @@ func BenchmarkPollReadPath(b *testing.B) {
 				}
 			}
 		}
-		b.Run(name+"/caught-up/killfeed", func(b *testing.B) { read(b, caughtUp, 0) })
+		b.Run(name+"/caught-up/killfeed", func(b *testing.B) { read(b, positionSet{few: caughtUp}, 0) })
 		b.Run(name+"/caught-up/seeds", func(b *testing.B) {
 			for b.Loop() {
 				if got := len(seeds.FetchForClient("caught-up", followed)); got != 0 {
@@ -74,7 +77,7 @@ func BenchmarkPollReadPath(b *testing.B) {
 				}
 			}
 		})
-		b.Run(name+"/first/killfeed", func(b *testing.B) { read(b, map[sysPart]int64{}, want) })
+		b.Run(name+"/first/killfeed", func(b *testing.B) { read(b, positionSet{}, want) })
 		b.Run(name+"/first/seeds", func(b *testing.B) {
 			for b.Loop() {
 				seeds.ForgetClient("first")

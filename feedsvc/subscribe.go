@@ -86,11 +86,11 @@ func (h *connectHandler) Subscribe(ctx context.Context, req *connect.Request[kil
 			// Reading every system then, as a fallback, made a stream of
 			// 1,000 systems cost a third more per live event.
 		case !backfilled:
-			if res, err = s.read(ctx, systems, cursor, r.limit, s.opts.MaxResponseBytes); err != nil {
+			if res, err = s.read(ctx, systems, positionsIn(cursor), r.limit, s.opts.MaxResponseBytes); err != nil {
 				return rpcError(err)
 			}
 		default:
-			if res, err = s.readNew(ctx, systems, cursor, r.limit, s.opts.MaxResponseBytes); err != nil {
+			if res, err = s.readNew(ctx, systems, positionsIn(cursor), r.limit, s.opts.MaxResponseBytes); err != nil {
 				return rpcError(err)
 			}
 		}
