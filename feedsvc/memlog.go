@@ -172,7 +172,8 @@ func (l *sysLog) lostBetween(ps *partState, from, to int64) (lost int64, exact b
 
 // after returns the entries of l at or above offset from.
 func (l *sysLog) after(from int64) entries {
-	if l == nil {
+	if l == nil || len(l.offsets) == 0 || from > l.offsets[len(l.offsets)-1] {
+		// Nothing new, as for nearly every Poll: no search.
 		return entries{}
 	}
 	return l.from(l.search(from))
