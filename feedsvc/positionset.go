@@ -38,8 +38,8 @@ func (p positionSet) at(k sysPart) (int64, bool) {
 	return 0, false
 }
 
-// len returns how many positions the set holds.
-func (p positionSet) len() int {
+// count returns how many positions the set holds.
+func (p positionSet) count() int {
 	if p.byKey != nil {
 		return len(p.byKey)
 	}

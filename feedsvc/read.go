@@ -218,7 +218,7 @@ func (m *memory) eachSysPartLocked(systems []int64, pos positionSet, scope readS
 			fn(k, on.state, on.log, from, has)
 		}
 	}
-	if scope == seenPartitions || visited == pos.len() {
+	if scope == seenPartitions || visited == pos.count() {
 		// Every position is on a partition memory has seen its system on,
 		// as nearly always: looking for others cost a caught-up Poll a
 		// fifth of its read.
